@@ -42,6 +42,7 @@ GLOBAL_SCHEMA: Dict[str, Tuple[tuple, Any]] = {
     "use_mkldnn": ((bool, _NONE), None),
     "overwrite": ((bool,), False),
     "infer_imgs": ((str, _NONE), None),
+    "synthetic_dataset": ((dict, _NONE), None),
 }
 CHOICES = {
     "Global.device": ("cpu", "gpu"),
@@ -127,8 +128,11 @@ def apply_override(cfg: Dict[str, Any], text: str) -> None:
     if isinstance(node, list):
         node[_index(node, last, path)] = value
     elif isinstance(node, dict):
-        if parts[0] == "Global" and len(parts) == 2 and last not in GLOBAL_SCHEMA and last not in node:
-            raise ConfigError(f"override {path}: unknown Global key '{last}'{_suggest(last, GLOBAL_SCHEMA)}")
+        if parts[0] == "Global" and len(parts) == 2:
+            if last not in GLOBAL_SCHEMA and last not in node:
+                raise ConfigError(f"override {path}: unknown Global key '{last}'{_suggest(last, GLOBAL_SCHEMA)}")
+            if str in GLOBAL_SCHEMA.get(last, ((),))[0] and isinstance(value, (dict, list)):
+                value = text.split("=", 1)[1].strip()  # a path such as 'a: b' is meant literally
         node[last] = value
     else:
         raise ConfigError(f"override {path}: parent holds a {type(node).__name__}, not a section")

@@ -1,0 +1,151 @@
+"""Speed and memory of ppise's pseudo-label engine (kNN -> sparse Jaccard -> DBSCAN).
+
+Each (N, knn) case runs in a fresh subprocess so its peak RSS is its own. Features are
+synthetic re-ID-like unit vectors: identities of ~17 images (Market-1501 has 751 x 17),
+grouped in look-alike families and seen by 6 cameras, noisy enough that DBSCAN errs.
+
+    python benchmarks/bench_pseudo_label.py --n 12936 32621 100000 --knn exact ivf hnsw --dense
+
+``--dense`` also runs the straightforward dense implementation (tests/dense_jaccard_reference.py
++ DBSCAN on the dense matrix) for N <= --dense-max and prints ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+
+def make_features(n: int, dim: int = 2048, seed: int = 0, per_id: int = 17, noise: float = 0.85) -> Tuple[np.ndarray, np.ndarray]:
+    """Unit float32 features (n x dim) and their true ids, generated in chunks (peak ~ the output)."""
+    rng = np.random.default_rng(seed)
+    num_ids = max(1, int(round(n / per_id)))
+    ids = np.sort(rng.integers(0, num_ids, n))
+    fam_of = np.arange(num_ids) // 4  # look-alike families of 4 identities
+    fam_dirs = rng.standard_normal((fam_of.max() + 1, dim), dtype=np.float32)
+    cams = rng.standard_normal((6, dim), dtype=np.float32)
+    x = np.empty((n, dim), dtype=np.float32)
+    step = 8192
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        idc = ids[s:e]
+        uniq, inv = np.unique(idc, return_inverse=True)
+        id_rng = [np.random.default_rng((seed, int(u))) for u in uniq]
+        own = np.stack([r.standard_normal(dim, dtype=np.float32) for r in id_rng])
+        centre = 0.6 * fam_dirs[fam_of[uniq]] + 0.8 * own
+        chunk = centre[inv] + 0.35 * cams[rng.integers(0, 6, e - s)]
+        chunk += noise * rng.standard_normal((e - s, dim), dtype=np.float32)
+        chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
+        x[s:e] = chunk
+    return x, ids
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def worker(n: int, method: str, out_dir: str, dim: int) -> Dict:
+    x, ids = make_features(n, dim)
+    rss_data = _peak_rss_mb()
+    if method == "dense":
+        import faiss
+        from sklearn.cluster import DBSCAN
+
+        from dense_jaccard_reference import dense_jaccard
+        from ppise.cluster.knn import knn_search
+
+        t0 = time.perf_counter()
+        _, rank = knn_search(x, 30)
+        t1 = time.perf_counter()
+        d = dense_jaccard(x, 30, 6, rank=rank)
+        t2 = time.perf_counter()
+        labels = DBSCAN(eps=0.6, min_samples=4, metric="precomputed").fit_predict(d)
+        t3 = time.perf_counter()
+        stats = {"knn_seconds": t1 - t0, "jaccard_seconds": t2 - t1, "dbscan_seconds": t3 - t2, "seconds": t3 - t0}
+        from ppise.cluster.diagnostics import cluster_diagnostics
+
+        stats.update(cluster_diagnostics(labels, ids))
+        stats["num_clusters"] = int(labels.max() + 1)
+    else:
+        from ppise.cluster import pseudo_labels
+
+        res = pseudo_labels(x, true_ids=ids, knn=method)
+        stats, labels = res.stats, res.labels
+    np.save(os.path.join(out_dir, f"labels_{n}_{method}.npy"), labels)
+    stats.update({"n": n, "knn": method, "peak_rss_mb": _peak_rss_mb(), "data_rss_mb": rss_data})
+    return stats
+
+
+def run_case(n: int, method: str, out_dir: str, dim: int) -> Dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(n), method, out_dir, "--dim", str(dim)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"n": n, "knn": method, "error": proc.stderr.strip().splitlines()[-1:] or ["?"]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: List[str] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, nargs="+", default=[12936])
+    ap.add_argument("--knn", nargs="+", default=["exact"], choices=["exact", "ivf", "hnsw"])
+    ap.add_argument("--dense", action="store_true", help="also run the dense baseline for N <= --dense-max")
+    ap.add_argument("--dense-max", type=int, default=13000)
+    ap.add_argument("--dim", type=int, default=2048)
+    ap.add_argument("--out", default=None, help="folder for labels (default: a temporary one)")
+    ap.add_argument("--worker", nargs=3, metavar=("N", "METHOD", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        n, method, out = args.worker
+        print(json.dumps(worker(int(n), method, out, args.dim)))
+        return
+    out_dir = args.out or tempfile.mkdtemp(prefix="bench_pl_")
+    os.makedirs(out_dir, exist_ok=True)
+    head = f"{'N':>7} {'knn':>6} {'knn s':>7} {'jacc s':>7} {'dbscan s':>8} {'total s':>8} {'non-knn s':>9} {'tot/knn':>7} {'peak MB':>8} {'data MB':>8} {'clusters':>8} {'ARI true':>8} {'ARI vs exact':>12}"
+    print(head, flush=True)
+    for n in args.n:
+        methods = list(args.knn) + (["dense"] if args.dense and n <= args.dense_max else [])
+        rows = {}
+        for method in methods:
+            r = run_case(n, method, out_dir, args.dim)
+            rows[method] = r
+            if "error" in r:
+                print(f"{n:>7} {method:>6} ERROR {r['error']}", flush=True)
+                continue
+            vs = ""
+            ref = os.path.join(out_dir, f"labels_{n}_exact.npy")
+            if method != "exact" and os.path.exists(ref):
+                from sklearn.metrics import adjusted_rand_score
+
+                a, b = np.load(ref), np.load(os.path.join(out_dir, f"labels_{n}_{method}.npy"))
+                vs = f"{adjusted_rand_score(a, b):.4f}" + (" (identical)" if np.array_equal(a, b) else "")
+            rest = r["seconds"] - r["knn_seconds"]
+            print(
+                f"{n:>7} {method:>6} {r['knn_seconds']:>7.2f} {r['jaccard_seconds']:>7.2f} {r['dbscan_seconds']:>8.2f} "
+                f"{r['seconds']:>8.2f} {rest:>9.2f} {r['seconds'] / r['knn_seconds']:>7.2f} {r['peak_rss_mb']:>8.0f} "
+                f"{r['data_rss_mb']:>8.0f} {r['num_clusters']:>8} {r['ari']:>8.4f} {vs:>12}",
+                flush=True,
+            )
+        if "dense" in rows and "exact" in rows and "error" not in rows["dense"] and "error" not in rows["exact"]:
+            d, s = rows["dense"], rows["exact"]
+            print(
+                f"{n:>7}  dense / sparse(exact): non-kNN time x{(d['seconds'] - d['knn_seconds']) / (s['seconds'] - s['knn_seconds']):.1f}, "
+                f"peak RSS above data x{(d['peak_rss_mb'] - d['data_rss_mb']) / max(1.0, s['peak_rss_mb'] - s['data_rss_mb']):.1f}",
+                flush=True,
+            )
+    print(f"labels saved in {out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""ISEHead: implicit sample extension by progressive linear interpolation (PLI).
+
+ISE (Zhang et al., CVPR 2022) pushes each instance towards its nearest *other* clusters
+to create "support samples" that live on the cluster boundary. They keep the label of
+the instance they come from, so the cluster memory and the label-preserving loss learn
+from the boundary region that DBSCAN leaves ambiguous. The head has no parameters and
+is used only while training (``training_only``): export and evaluation skip it.
+
+Formula (DESIGN.md section 3), with f the L2-normalised model feature and M the cluster
+memory (unit rows)::
+
+    alpha_t = (base_lambda / 4) * ln(1 + (e - 1) * t / T)
+    n_1..n_K = the K centroids most similar to f_i, own centroid y_i excluded
+    s_ik = normalise(f_i + alpha_t * (M[n_k] - M[y_i])),   label y_i
+
+The official code computes ``cur_lambda = 0.5 * base_lambda * ln(...)`` and then adds
+``0.5 * cur_lambda * (M[n] - M[y])``: the same alpha_t. Its model returns L2-normalised
+training features (``norm=True``), which is why ``features`` is normalised here first.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple, Union
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from ppise.errors import ConfigError, TrainingError
+from ppise.registry import HEADS
+
+Progress = Union[float, Sequence[int]]
+
+__all__ = ["ISEHead", "pli_alpha"]
+
+
+def _progress_fraction(progress: Progress) -> float:
+    """t / T from ``(t, T)`` or a float already in [0, 1]."""
+    if isinstance(progress, (tuple, list)):
+        if len(progress) != 2:
+            raise ValueError(f"progress must be (t, T) or a float, got {progress!r}")
+        t, total = progress
+        if total <= 0:
+            raise ValueError(f"progress total iterations T must be > 0, got {total}")
+        frac = float(t) / float(total)
+    else:
+        frac = float(progress)
+    if not (0.0 <= frac <= 1.0) or math.isnan(frac):
+        raise ValueError(f"progress t/T must lie in [0, 1], got {frac} from {progress!r}")
+    return frac
+
+
+def pli_alpha(progress: Progress, base_lambda: float) -> float:
+    """alpha_t = (base_lambda / 4) * ln(1 + (e - 1) t / T): 0 at the start, base_lambda / 4 at the end."""
+    return 0.25 * base_lambda * math.log1p((math.e - 1.0) * _progress_fraction(progress))
+
+
+@HEADS.register
+class ISEHead(nn.Layer):
+    """Support-sample generator (PLI). No parameters; training only.
+
+    Args:
+        topk: K, the number of nearest other clusters each instance is pushed towards
+            (official default 1).
+        base_lambda: strength of the interpolation; alpha_t ends at base_lambda / 4
+            (official ``--support_base_lambda`` default 1.0, also used by both released
+            training scripts).
+    """
+
+    training_only = True
+
+    def __init__(self, topk: int = 1, base_lambda: float = 1.0) -> None:
+        super().__init__()
+        if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+            raise ConfigError(f"ISEHead: topk must be an int >= 1, got {topk!r}")
+        if isinstance(base_lambda, bool) or not isinstance(base_lambda, (int, float)) or base_lambda < 0:
+            raise ConfigError(f"ISEHead: base_lambda must be a number >= 0, got {base_lambda!r}")
+        self.topk = int(topk)
+        self.base_lambda = float(base_lambda)
+
+    def alpha(self, progress: Progress) -> float:
+        return pli_alpha(progress, self.base_lambda)
+
+    def forward(
+        self,
+        features: paddle.Tensor,
+        labels: paddle.Tensor,
+        centroids: paddle.Tensor,
+        progress: Progress,
+    ) -> Tuple[paddle.Tensor, paddle.Tensor, float]:
+        """Return ``(supports [B*K, D] unit rows, support_labels [B*K], alpha_t)``, sample-major.
+
+        Gradients reach ``features`` through the supports; ``centroids`` are treated as
+        constants (they are the momentum memory, not a learned weight).
+        """
+        if features.ndim != 2 or centroids.ndim != 2 or features.shape[1] != centroids.shape[1]:
+            raise ValueError(
+                f"ISEHead: features [B, D] and centroids [C, D] expected, got "
+                f"{list(features.shape)} and {list(centroids.shape)}"
+            )
+        num_clusters = int(centroids.shape[0])
+        k = self.topk
+        if k >= num_clusters:
+            raise TrainingError(
+                f"ISEHead: Arch.Head.topk={k} needs more than {k} clusters, but clustering gave "
+                f"{num_clusters}; lower topk or relax Cluster.eps"
+            )
+        labels = labels.reshape([-1]).astype("int64")
+        lab_min, lab_max = int(labels.min()), int(labels.max())
+        if lab_min < 0 or lab_max >= num_clusters:
+            raise TrainingError(
+                f"ISEHead: pseudo labels must lie in [0, {num_clusters}), got [{lab_min}, {lab_max}] "
+                f"(outliers -1 must be dropped before training)"
+            )
+        alpha = self.alpha(progress)
+        feats = F.normalize(features, p=2, axis=1)
+        memory = centroids.detach().astype(feats.dtype)
+        batch, dim = feats.shape
+
+        with paddle.no_grad():
+            sim = paddle.matmul(feats.detach(), memory, transpose_y=True)  # [B, C]
+            own = F.one_hot(labels, num_clusters).astype("bool")
+            sim = paddle.where(own, paddle.full_like(sim, float("-inf")), sim)
+            _, nearest = paddle.topk(sim, k=k, axis=1)  # [B, K], most similar first
+
+        neighbours = paddle.gather(memory, nearest.reshape([-1])).reshape([batch, k, dim])
+        own_centre = paddle.gather(memory, labels).unsqueeze(1)  # [B, 1, D]
+        supports = feats.unsqueeze(1) + alpha * (neighbours - own_centre)
+        supports = F.normalize(supports.reshape([batch * k, dim]), p=2, axis=1)
+        support_labels = paddle.repeat_interleave(labels, k)
+        return supports, support_labels, alpha

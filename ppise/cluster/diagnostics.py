@@ -1,0 +1,48 @@
+"""Clustering quality against true ids (logged only, never used for training).
+
+ARI and NMI are computed on ALL samples, each outlier (-1) counted as its own singleton
+cluster: dropping hard samples as outliers must not look like better clustering.
+``mixed_clusters`` counts clusters holding more than one true id; ``sub_identities``
+counts true ids whose clustered (non-outlier) samples fall into more than one cluster:
+the two error kinds ISE targets.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from ppise.errors import DataError
+
+
+def _distinct_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rows of distinct (a, b) pairs."""
+    return np.unique(np.stack([a, b], axis=1), axis=0)
+
+
+def cluster_diagnostics(labels: np.ndarray, true_ids: np.ndarray) -> Dict[str, float]:
+    """ARI, NMI, mixed clusters and sub identities of pseudo ``labels`` against ``true_ids``."""
+    labels = np.asarray(labels, dtype=np.int64)
+    true_ids = np.asarray(true_ids)
+    if true_ids.shape != labels.shape:
+        raise DataError(f"true_ids: expected shape {labels.shape} (one id per feature row), got {true_ids.shape}")
+    _, truth = np.unique(true_ids, return_inverse=True)
+    truth = truth.reshape(-1).astype(np.int64)
+    singletons = labels.copy()
+    out = labels < 0
+    singletons[out] = labels.max(initial=-1) + 1 + np.arange(int(out.sum()))
+    stats: Dict[str, float] = {
+        "ari": float(adjusted_rand_score(truth, singletons)),
+        "nmi": float(normalized_mutual_info_score(truth, singletons)),
+        "mixed_clusters": 0,
+        "sub_identities": 0,
+    }
+    kept = ~out
+    if kept.any():
+        pairs = _distinct_pairs(labels[kept], truth[kept])
+        ids_per_cluster = np.bincount(pairs[:, 0])
+        clusters_per_id = np.bincount(pairs[:, 1])
+        stats["mixed_clusters"] = int((ids_per_cluster > 1).sum())
+        stats["sub_identities"] = int((clusters_per_id > 1).sum())
+    return stats

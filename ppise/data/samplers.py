@@ -1,0 +1,213 @@
+"""Batch samplers (iterables of index lists) for ``paddle.io.DataLoader(batch_sampler=...)``.
+
+All share one constructor shape ``(labels, cameras, batch_size, ..., rank, world_size, seed)``
+and draw from a generator seeded by ``(seed, epoch)``: every rank builds the same global
+batch and yields its own contiguous share, so no communication is needed. Call
+``set_epoch(epoch)`` before each epoch. Labels of -1 (clustering outliers) are never drawn
+by the P x K samplers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator, List
+
+import numpy as np
+
+from ..errors import ConfigError, TrainingError
+from ..registry import SAMPLERS
+from ..utils.logger import logger
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ConfigError(f"{key}={value!r} must be a positive integer")
+    return int(value)
+
+
+class _EpochSampler:
+    """Rank / epoch bookkeeping shared by every sampler."""
+
+    def __init__(self, labels: np.ndarray, batch_size: int, rank: int, world_size: int, seed: int,
+                 where: str, ignored: dict) -> None:
+        self.where = where
+        self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        self.batch_size = _positive_int(batch_size, f"{where}.batch_size")
+        self.world_size = _positive_int(world_size, "world_size")
+        if not 0 <= int(rank) < self.world_size:
+            raise ConfigError(f"rank={rank} must be in [0, {self.world_size})")
+        self.rank, self.seed, self.epoch = int(rank), int(seed or 0), 0
+        if ignored:
+            logger.warning(f"{where}: ignoring sampler keys ppise does not use: {', '.join(sorted(ignored))}")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _rng(self) -> np.random.Generator:
+        return np.random.default_rng([abs(self.seed), self.epoch])
+
+
+class _PKSamplerBase(_EpochSampler):
+    """Groups valid (label >= 0) indices by identity; a batch is P ids x K instances."""
+
+    def __init__(self, labels: np.ndarray, cameras: np.ndarray, batch_size: int, num_instances: int,
+                 rank: int, world_size: int, seed: int, where: str, k_key: str, ignored: dict) -> None:
+        super().__init__(labels, batch_size, rank, world_size, seed, where, ignored)
+        self.num_instances = _positive_int(num_instances, f"{where}.{k_key}")
+        if self.batch_size % (self.world_size * self.num_instances):
+            raise ConfigError(f"{where}.batch_size={self.batch_size} must be divisible by world_size x {k_key} = "
+                              f"{self.world_size} x {self.num_instances} (the global batch is split by identity over ranks)")
+        self.num_ids_per_batch = self.batch_size // self.num_instances
+        self.cameras = np.zeros_like(self.labels) if cameras is None else np.asarray(cameras, np.int64).reshape(-1)
+        if self.cameras.shape != self.labels.shape:
+            raise ConfigError(f"{where}: {self.cameras.size} cameras for {self.labels.size} labels")
+        valid = np.flatnonzero(self.labels >= 0)
+        order = valid[np.argsort(self.labels[valid], kind="stable")]
+        self.pids, starts, counts = np.unique(self.labels[order], return_index=True, return_counts=True)
+        self.members: List[np.ndarray] = np.split(order, starts[1:]) if order.size else []
+        self.num_valid = int(order.size)
+        if len(self.pids) < self.num_ids_per_batch:
+            raise TrainingError(
+                f"only {len(self.pids)} clusters (pseudo identities, outliers excluded) were found but each batch needs "
+                f"P = {where}.batch_size / {k_key} = {self.batch_size} / {self.num_instances} = {self.num_ids_per_batch}; "
+                f"get more clusters (raise Cluster.eps, lower Cluster.min_samples or Cluster.k1) or lower "
+                f"{where}.batch_size / raise {where}.{k_key}")
+
+    def _share(self, batch: np.ndarray) -> List[int]:
+        per_rank = self.batch_size // self.world_size
+        return batch[self.rank * per_rank:(self.rank + 1) * per_rank].tolist()
+
+
+@SAMPLERS.register
+class RandomMultipleGallerySampler(_PKSamplerBase):
+    """Cluster-contrast's sampler: each id contributes a random anchor plus K-1 images that
+    prefer cameras other than the anchor's, then other same-camera images; only an id with
+    fewer than K images is sampled with replacement. Ids are visited in random permutations
+    (the tail shorter than P is dropped, as cluster-contrast's drop_last loader does);
+    exactly ``iters_per_epoch`` batches per epoch.
+
+    Differences from cluster-contrast: when an id has too few other-camera images, it tops
+    up with its same-camera images instead of repeating the other-camera ones, and an id
+    with a single image yields K copies of it (cluster-contrast yields one, breaking P x K).
+    """
+
+    def __init__(self, labels: np.ndarray, cameras: np.ndarray, batch_size: int, num_instances: int = 4,
+                 iters_per_epoch: int = 200, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 where: str = "DataLoader.Train.sampler", **ignored: Any) -> None:
+        super().__init__(labels, cameras, batch_size, num_instances, rank, world_size, seed, where,
+                         "num_instances", ignored)
+        self.iters_per_epoch = _positive_int(iters_per_epoch, f"{where}.iters_per_epoch")
+        self.member_cams = [self.cameras[m] for m in self.members]
+
+    def _instances(self, rng: np.random.Generator, i: int) -> np.ndarray:
+        members, cams, k = self.members[i], self.member_cams[i], self.num_instances
+        anchor = int(rng.integers(len(members)))
+        others = np.delete(np.arange(len(members)), anchor)
+        other_cam = rng.permutation(others[cams[others] != cams[anchor]])
+        same_cam = rng.permutation(others[cams[others] == cams[anchor]])
+        picks = np.concatenate([[anchor], other_cam, same_cam])[:k]
+        if picks.size < k:
+            picks = np.concatenate([picks, rng.integers(len(members), size=k - picks.size)])
+        return members[picks]
+
+    def global_batches(self) -> Iterator[np.ndarray]:
+        """The epoch's global batches (identical on every rank)."""
+        rng, p = self._rng(), self.num_ids_per_batch
+        order, pos = rng.permutation(len(self.pids)), 0
+        for _ in range(self.iters_per_epoch):
+            if pos + p > order.size:
+                order, pos = rng.permutation(len(self.pids)), 0
+            ids, pos = order[pos:pos + p], pos + p
+            yield np.concatenate([self._instances(rng, i) for i in ids])
+
+    def __iter__(self) -> Iterator[List[int]]:
+        for batch in self.global_batches():
+            yield self._share(batch)
+
+    def __len__(self) -> int:
+        return self.iters_per_epoch
+
+
+@SAMPLERS.register
+class PKSampler(_PKSamplerBase):
+    """PaddleClas's PKSampler: each batch draws P distinct ids without replacement with
+    probability proportional to their image count ('sample_avg_prob') or uniformly
+    ('id_avg_prob'), then K images per id (with replacement only if the id has fewer).
+    ``len`` = valid images / batch_size (floor with drop_last, else ceil).
+
+    ``batch_size`` is the global batch (split over ranks by identity). ``shuffle`` is kept for
+    config compatibility: draws are random either way (PaddleClas's shuffle reorders the
+    id list without its probabilities, which ppise does not reproduce).
+    """
+
+    METHODS = ("sample_avg_prob", "id_avg_prob")
+
+    def __init__(self, labels: np.ndarray, cameras: np.ndarray, batch_size: int, sample_per_id: int,
+                 shuffle: bool = True, drop_last: bool = True, sample_method: str = "sample_avg_prob",
+                 rank: int = 0, world_size: int = 1, seed: int = 0,
+                 where: str = "DataLoader.Train.sampler", **ignored: Any) -> None:
+        super().__init__(labels, cameras, batch_size, sample_per_id, rank, world_size, seed, where,
+                         "sample_per_id", ignored)
+        if sample_method not in self.METHODS:
+            raise ConfigError(f"{where}.sample_method={sample_method!r} must be one of {', '.join(self.METHODS)}")
+        self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        counts = np.array([m.size for m in self.members], dtype=np.float64)
+        self.prob = counts / counts.sum() if sample_method == "sample_avg_prob" else np.full(counts.size, 1 / counts.size)
+        rounding = math.floor if self.drop_last else math.ceil
+        self.num_batches = rounding(self.num_valid / self.batch_size)
+        if self.num_batches == 0:
+            raise ConfigError(f"{where}.batch_size={self.batch_size} exceeds the {self.num_valid} usable images "
+                              f"with drop_last=True: no batch per epoch")
+
+    def global_batches(self) -> Iterator[np.ndarray]:
+        rng, k = self._rng(), self.num_instances
+        for _ in range(self.num_batches):
+            ids = rng.choice(len(self.pids), size=self.num_ids_per_batch, replace=False, p=self.prob)
+            yield np.concatenate([rng.choice(self.members[i], size=k, replace=self.members[i].size < k) for i in ids])
+
+    def __iter__(self) -> Iterator[List[int]]:
+        for batch in self.global_batches():
+            yield self._share(batch)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+
+@SAMPLERS.register
+@SAMPLERS.register(name="DistributedBatchSampler")
+class BatchSampler(_EpochSampler):
+    """Sequential (or shuffled) batches over every index, for evaluation and feature extraction.
+
+    With ``world_size > 1`` rank r takes the r-th contiguous block of ``ceil(N / world_size)``
+    indices; the last blocks are padded by repeating the final index so every rank runs the
+    same number of batches. Gathering the ranks' outputs in rank order and keeping the first
+    ``num_samples_total`` rows restores the original order (``valid_mask`` marks real rows of
+    this rank). ``batch_size`` is per rank, as in paddle's DistributedBatchSampler.
+    """
+
+    def __init__(self, labels: np.ndarray, cameras: Any = None, batch_size: int = 1, shuffle: bool = False,
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 where: str = "DataLoader.Eval.sampler", **ignored: Any) -> None:
+        super().__init__(labels, batch_size, rank, world_size, seed, where, ignored)
+        self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        self.num_samples_total = int(self.labels.size)
+        if self.num_samples_total == 0:
+            raise ConfigError(f"{where}: the dataset is empty")
+        self.num_samples = math.ceil(self.num_samples_total / self.world_size)
+        start = self.rank * self.num_samples
+        self.valid_mask = np.arange(start, start + self.num_samples) < self.num_samples_total
+
+    def shard_indices(self) -> np.ndarray:
+        """This rank's indices for the current epoch (padding included)."""
+        n = self.num_samples_total
+        order = self._rng().permutation(n) if self.shuffle else np.arange(n)
+        padded = np.concatenate([order, np.full(self.num_samples * self.world_size - n, order[-1])])
+        return padded[self.rank * self.num_samples:(self.rank + 1) * self.num_samples]
+
+    def __iter__(self) -> Iterator[List[int]]:
+        shard = self.shard_indices()
+        for b in range(len(self)):
+            yield shard[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        rounding = math.floor if self.drop_last else math.ceil
+        return rounding(self.num_samples / self.batch_size)

@@ -1,0 +1,54 @@
+"""Feature extraction in eval mode, sharded over ranks and gathered in dataset order."""
+from __future__ import annotations
+
+import time
+from typing import Dict
+
+import numpy as np
+
+from ..utils import dist
+from ..utils.logger import logger
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def extract_features(model, loader, normalize: bool = True, desc: str = "features", output_key: str = "features") -> Dict[str, np.ndarray]:
+    """Run ``model`` over ``loader``; return feats/pids/cams/idx sorted by dataset index.
+
+    Each rank sees its shard of the batch sampler; padding indices repeated to even out
+    shards are dropped after gathering, so the result is the whole dataset exactly once.
+    """
+    import paddle
+
+    was_training = model.training
+    model.eval()
+    feats, pids, cams, idxs = [], [], [], []
+    start = time.time()
+    total = len(loader)
+    with paddle.no_grad():
+        for i, (images, pid, cam, idx) in enumerate(loader):
+            out = model(images)
+            feat = out[output_key] if isinstance(out, dict) else out
+            feats.append(feat.reshape([feat.shape[0], -1]).numpy().astype(np.float32))
+            pids.append(np.asarray(pid).reshape(-1))
+            cams.append(np.asarray(cam).reshape(-1))
+            idxs.append(np.asarray(idx).reshape(-1))
+            if (i + 1) % 50 == 0 or i + 1 == total:
+                logger.info(f"extract {desc}: batch {i + 1}/{total} ({time.time() - start:.1f}s)")
+    if was_training:
+        model.train()
+    local = {
+        "feats": np.concatenate(feats) if feats else np.zeros((0, 1), np.float32),
+        "pids": np.concatenate(pids).astype(np.int64) if pids else np.zeros(0, np.int64),
+        "cams": np.concatenate(cams).astype(np.int64) if cams else np.zeros(0, np.int64),
+        "idx": np.concatenate(idxs).astype(np.int64) if idxs else np.zeros(0, np.int64),
+    }
+    merged = {k: np.concatenate(dist.all_gather_numpy(v)) for k, v in local.items()}
+    _, first = np.unique(merged["idx"], return_index=True)  # drop shard padding, sort by index
+    result = {k: v[first] for k, v in merged.items()}
+    if normalize:
+        result["feats"] = l2_normalize(result["feats"])
+    return result

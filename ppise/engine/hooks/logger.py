@@ -1,0 +1,103 @@
+"""LoggerHook: progress lines with ETA and images/s, train_log.jsonl, optional VisualDL."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict
+
+from ...registry import HOOKS
+from ...utils import dist
+from ...utils.logger import logger
+from .base import Hook
+
+EPOCH_KEYS = ("loss", "loss_cc", "loss_lp", "alpha", "lr")
+
+
+@HOOKS.register
+class LoggerHook(Hook):
+    """Runs last, so the epoch record already holds clustering and evaluation results."""
+
+    priority = 90
+
+    def __init__(self, cfg: Dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.out_dir = cfg["Global"]["output_dir"]
+        self.every = int(cfg["Global"]["print_batch_step"])
+        self.vdl = None
+        self.sums: Dict[str, float] = {}
+        self.count = 0
+        self.images = 0
+        self.window_start = 0.0
+        self.train_start = 0.0
+        self.iters_done = 0
+
+    def before_train(self, trainer) -> None:
+        self.train_start = time.time()
+        if self.cfg["Global"]["use_visualdl"] and dist.is_main():
+            from visualdl import LogWriter
+
+            self.vdl = LogWriter(logdir=os.path.join(self.out_dir, "vdl"))
+
+    def before_epoch(self, trainer) -> None:
+        self.sums, self.count, self.images = {}, 0, 0
+        self.window_start = time.time()
+
+    def after_iter(self, trainer) -> None:
+        rec = trainer.iter_record
+        for key in EPOCH_KEYS:
+            if key in rec:
+                self.sums[key] = self.sums.get(key, 0.0) + rec[key]
+        self.count += 1
+        self.images += rec.get("batch_size", 0)
+        self.iters_done += 1
+        if self.vdl is not None:
+            for key in ("loss", "loss_cc", "loss_lp", "lr", "alpha"):
+                if key in rec:
+                    self.vdl.add_scalar(f"train/{key}", rec[key], trainer.global_iter)
+        it = trainer.inner_iter + 1
+        if it % self.every == 0 or it == trainer.iters_per_epoch:
+            elapsed = time.time() - self.window_start
+            ips = self.images / max(elapsed, 1e-9)
+            remaining = trainer.total_iters - trainer.global_iter
+            per_iter = (time.time() - self.train_start) / max(1, self.iters_done)
+            losses = ", ".join(f"{k}: {rec[k]:.4f}" for k in ("loss", "loss_cc", "loss_lp") if k in rec)
+            alpha = f", alpha: {rec['alpha']:.4f}" if "alpha" in rec else ""
+            logger.info(
+                f"[Train][Epoch {trainer.epoch}/{trainer.epochs}][Iter {it}/{trainer.iters_per_epoch}] lr: {rec.get('lr', 0):.6f}, "
+                f"{losses}{alpha}, ips: {ips:.1f} images/s, eta: {_fmt(remaining * per_iter)}"
+            )
+
+    def after_epoch(self, trainer) -> None:
+        record: Dict[str, Any] = dict(trainer.epoch_record)
+        for key, total in self.sums.items():
+            record[key] = total / max(1, self.count)
+        if "lr" in trainer.iter_record:
+            record["lr"] = trainer.iter_record["lr"]
+        record["images_per_second"] = self.images / max(record.get("train_seconds", 0.0), 1e-9)
+        record.pop("is_best", None)
+        if not dist.is_main():
+            return
+        os.makedirs(self.out_dir, exist_ok=True)
+        with open(os.path.join(self.out_dir, "train_log.jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if self.vdl is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "epoch":
+                    self.vdl.add_scalar(f"epoch/{key}", value, trainer.epoch)
+        logger.info(
+            f"[Train][Epoch {trainer.epoch}/{trainer.epochs}][Avg] "
+            + ", ".join(f"{k}: {record[k]:.4f}" for k in EPOCH_KEYS if k in record)
+            + f", {record['images_per_second']:.1f} images/s, {record.get('train_seconds', 0):.1f}s"
+        )
+
+    def after_train(self, trainer) -> None:
+        if self.vdl is not None:
+            self.vdl.close()
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

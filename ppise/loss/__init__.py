@@ -1,0 +1,7 @@
+"""Losses; importing this package registers them in ``ppise.registry.LOSSES``."""
+from .builder import build_losses
+from .cluster_memory import ClusterMemoryLoss
+from .label_preserving import LabelPreservingLoss
+from .paddleclas_compat import CELoss, SupConLoss
+
+__all__ = ["build_losses", "ClusterMemoryLoss", "LabelPreservingLoss", "CELoss", "SupConLoss"]

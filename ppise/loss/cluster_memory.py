@@ -1,0 +1,216 @@
+"""Cluster memory loss (cluster contrast, Dai et al. 2021) with the ISE support option.
+
+One unit vector per pseudo identity (the "memory", reset from the centroids at every
+re-clustering) serves as the classifier: logits = normalise(x) . M^T / tau and the loss is
+cross-entropy against the pseudo label. After each optimizer step the memory drifts
+towards the batch by momentum (``update``):
+
+* ``mean``: for every cluster y present, M[y] <- m M[y] + (1 - m) x for each x of y in
+  batch order, then renormalise M[y] once (DESIGN.md). Computed in closed form,
+  M[y] <- m^n M[y] + (1 - m) sum_k m^(n-1-k) x_k, with one segment sum. (cluster-contrast's
+  ``CM`` renormalises after every single x; the two agree to first order in (1 - m).)
+* ``hard``: only the x of y least similar to M[y] (the hardest instance):
+  M[y] <- m M[y] + (1 - m) x_hard, renormalise.
+
+``use_support`` follows the official ISE trainer (``ClusterContrastTrainerSupport``):
+when True, the support samples are concatenated to the instances *both* in the
+contrastive loss and in the memory update (the official update runs inside the memory's
+backward on the same concatenated inputs, so a support can be the "hardest" sample of its
+cluster). When False, only instances enter either; supports then feed only the LP loss.
+:meth:`select_inputs` applies that rule so engines need not repeat it.
+
+The official update runs in backward, before ``optimizer.step``, on the forward-time
+features; ppise's engine calls :meth:`update` after the step with the same detached
+features, which gives the same memory.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from ppise.errors import ConfigError, TrainingError
+from ppise.registry import LOSSES
+
+ArrayLike = Union[np.ndarray, paddle.Tensor]
+
+__all__ = ["ClusterMemoryLoss"]
+
+_UPDATES = ("mean", "hard")
+
+
+def _to_numpy(arr: ArrayLike) -> np.ndarray:
+    if isinstance(arr, paddle.Tensor):
+        return arr.detach().cpu().numpy()
+    return np.asarray(arr)
+
+
+@LOSSES.register
+class ClusterMemoryLoss(nn.Layer):
+    """Contrast each feature with every cluster's memory vector.
+
+    Args:
+        num_features: D, the feature size the memory must have.
+        temperature: tau of the softmax (0.05 in cluster contrast and ISE).
+        momentum: m of the memory update (ISE: 0.2 Market-1501, 0.1 MSMT17).
+        update: ``hard`` or ``mean`` (see module docstring).
+        use_support: whether ISE supports join instances in the loss and the update.
+        weight: factor the engine applies to this loss (``forward`` returns it unweighted).
+    """
+
+    def __init__(
+        self,
+        num_features: int = 2048,
+        temperature: float = 0.05,
+        momentum: float = 0.2,
+        update: str = "hard",
+        use_support: bool = True,
+        weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+            raise ConfigError(f"ClusterMemoryLoss: num_features must be an int >= 1, got {num_features!r}")
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature <= 0:
+            raise ConfigError(f"ClusterMemoryLoss: temperature must be > 0, got {temperature!r}")
+        if not isinstance(momentum, (int, float)) or isinstance(momentum, bool) or not 0.0 <= momentum < 1.0:
+            raise ConfigError(f"ClusterMemoryLoss: momentum must lie in [0, 1), got {momentum!r}")
+        if update not in _UPDATES:
+            raise ConfigError(f"ClusterMemoryLoss: update must be one of {_UPDATES}, got {update!r}")
+        if not isinstance(use_support, bool):
+            raise ConfigError(f"ClusterMemoryLoss: use_support must be true or false, got {use_support!r}")
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool):
+            raise ConfigError(f"ClusterMemoryLoss: weight must be a number, got {weight!r}")
+        self.num_features = num_features
+        self.temperature = float(temperature)
+        self.momentum = float(momentum)
+        self.update_mode = update
+        self.use_support = use_support
+        self.weight = float(weight)
+        # Not persistable: C changes every epoch, so it travels through memory_state().
+        self.register_buffer("memory", paddle.zeros([0, num_features], dtype="float32"), persistable=False)
+
+    # ---------------------------------------------------------------- memory state
+    @property
+    def num_clusters(self) -> int:
+        return int(self.memory.shape[0])
+
+    def _check_memory(self, arr: np.ndarray, what: str) -> np.ndarray:
+        arr = np.asarray(arr, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[0] < 1:
+            raise TrainingError(f"ClusterMemoryLoss.{what}: need a non-empty [C, D] array, got shape {arr.shape}")
+        if arr.shape[1] != self.num_features:
+            raise ConfigError(
+                f"ClusterMemoryLoss.{what}: features have {arr.shape[1]} dims but "
+                f"Loss.Train.ClusterMemoryLoss.num_features is {self.num_features}"
+            )
+        if not np.isfinite(arr).all():
+            raise TrainingError(f"ClusterMemoryLoss.{what}: centroids contain NaN or Inf")
+        return arr
+
+    def _set(self, arr: np.ndarray) -> None:
+        self.memory = paddle.to_tensor(arr, dtype="float32", place=self.memory.place, stop_gradient=True)
+
+    def reset(self, centroids: ArrayLike) -> None:
+        """Replace the memory by the new epoch's centroids (rows re-normalised)."""
+        arr = self._check_memory(_to_numpy(centroids), "reset")
+        norms = np.linalg.norm(arr, axis=1, keepdims=True)
+        if (norms <= 0).any():
+            raise TrainingError("ClusterMemoryLoss.reset: a centroid has zero norm")
+        self._set(arr / norms)
+
+    def memory_state(self) -> np.ndarray:
+        """A copy of the memory for checkpoints (``.pdstates``)."""
+        return self.memory.numpy().copy()
+
+    def set_memory_state(self, arr: ArrayLike) -> None:
+        """Restore :meth:`memory_state` exactly (no re-normalisation)."""
+        self._set(self._check_memory(_to_numpy(arr), "set_memory_state"))
+
+    # ---------------------------------------------------------------- loss
+    def select_inputs(
+        self,
+        features: paddle.Tensor,
+        labels: paddle.Tensor,
+        supports: Optional[paddle.Tensor] = None,
+        support_labels: Optional[paddle.Tensor] = None,
+    ) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """``([f; s], [y; y_s])`` when ``use_support`` and supports exist, else ``(f, y)``."""
+        labels = labels.reshape([-1]).astype("int64")
+        if not self.use_support or supports is None:
+            return features, labels
+        if support_labels is None:
+            raise ValueError("select_inputs: supports given without support_labels")
+        return (
+            paddle.concat([features, supports.astype(features.dtype)], axis=0),
+            paddle.concat([labels, support_labels.reshape([-1]).astype("int64")], axis=0),
+        )
+
+    def _labels(self, labels: paddle.Tensor, n: int) -> paddle.Tensor:
+        if self.num_clusters == 0:
+            raise TrainingError("ClusterMemoryLoss: memory is empty; call reset(centroids) after clustering")
+        labels = labels.reshape([-1]).astype("int64")
+        if labels.shape[0] != n:
+            raise ValueError(f"ClusterMemoryLoss: {n} inputs but {labels.shape[0]} labels")
+        lab_min, lab_max = int(labels.min()), int(labels.max())
+        if lab_min < 0 or lab_max >= self.num_clusters:
+            raise TrainingError(
+                f"ClusterMemoryLoss: labels must lie in [0, {self.num_clusters}), got [{lab_min}, {lab_max}]"
+            )
+        return labels
+
+    def forward(self, inputs: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
+        """Unweighted cross-entropy of normalise(inputs) . M^T / tau against ``labels``."""
+        labels = self._labels(labels, int(inputs.shape[0]))
+        x = F.normalize(inputs, p=2, axis=1)
+        logits = paddle.matmul(x, self.memory.astype(x.dtype), transpose_y=True) / self.temperature
+        return F.cross_entropy(logits, labels, reduction="mean")
+
+    # ---------------------------------------------------------------- update
+    @paddle.no_grad()
+    def update(self, inputs: paddle.Tensor, labels: paddle.Tensor) -> None:
+        """Momentum update of the rows of clusters present in the batch (call after the step)."""
+        labels = self._labels(labels, int(inputs.shape[0]))
+        x = F.normalize(inputs.detach().astype("float32"), p=2, axis=1)
+        lab = labels.numpy()
+        m = self.momentum
+        if self.update_mode == "mean":
+            # Stable sort groups each cluster while keeping batch order inside it.
+            order = np.argsort(lab, kind="stable")
+            uniq, start, counts = np.unique(lab[order], return_index=True, return_counts=True)
+            rank = np.empty_like(order)
+            rank[order] = np.arange(lab.size) - np.repeat(start, counts)  # k: position within its cluster
+            group = np.searchsorted(uniq, lab)
+            n_of = counts[group]
+            coef = (1.0 - m) * np.power(m, (n_of - 1 - rank).astype(np.float64))
+            coef_t = paddle.to_tensor(coef.astype(np.float32), place=x.place).unsqueeze(1)
+            seg = paddle.zeros([uniq.size, x.shape[1]], dtype="float32")
+            seg = paddle.index_add(seg, paddle.to_tensor(group, place=x.place), 0, x * coef_t)
+            keep = paddle.to_tensor(np.power(m, counts.astype(np.float64)).astype(np.float32), place=x.place)
+            rows_idx = paddle.to_tensor(uniq, dtype="int64", place=x.place)
+            new_rows = keep.unsqueeze(1) * paddle.gather(self.memory, rows_idx) + seg
+        else:
+            own = paddle.gather(self.memory, labels)
+            sim = (x * own).sum(axis=1).numpy()
+            # Sort by cluster, then similarity; ties keep batch order like np.argmin.
+            order = np.lexsort((sim, lab))
+            sorted_lab = lab[order]
+            first = np.ones(lab.size, dtype=bool)
+            first[1:] = sorted_lab[1:] != sorted_lab[:-1]
+            hardest = order[first]
+            uniq = lab[hardest]
+            rows_idx = paddle.to_tensor(uniq, dtype="int64", place=x.place)
+            x_hard = paddle.gather(x, paddle.to_tensor(hardest, dtype="int64", place=x.place))
+            new_rows = m * paddle.gather(self.memory, rows_idx) + (1.0 - m) * x_hard
+        new_rows = F.normalize(new_rows, p=2, axis=1)
+        self.memory = paddle.scatter(self.memory, rows_idx, new_rows, overwrite=True)
+        self.memory.stop_gradient = True
+
+    def extra_repr(self) -> str:
+        return (
+            f"clusters={self.num_clusters}, num_features={self.num_features}, temperature={self.temperature}, "
+            f"momentum={self.momentum}, update={self.update_mode}, use_support={self.use_support}, "
+            f"weight={self.weight}"
+        )

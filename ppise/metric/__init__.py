@@ -1,0 +1,93 @@
+"""Retrieval metrics (mAP, CMC rank-k / Recall@k, mINP) under two protocols.
+
+``evaluate(...)`` computes them; the small classes below only exist so a PaddleClas
+``Metric.Eval`` list (``- Recallk: {topk: [1, 5]}``, ``- mAP: {}``, ``- mINP: {}``) can be
+validated by name through ``ppise.registry.METRICS`` and its options read.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+from ..config import component
+from ..errors import ConfigError
+from ..registry import METRICS
+from .evaluate import DEFAULT_TOPK, PROTOCOLS, MetricInputError, evaluate
+from .market import market_block_stats
+from .paddleclas_protocol import paddleclas_block_metrics
+
+__all__ = [
+    "evaluate", "topk_from_config", "build_eval_metrics", "MetricInputError", "PROTOCOLS",
+    "DEFAULT_TOPK", "market_block_stats", "paddleclas_block_metrics", "mAP", "Recallk", "mINP",
+]
+
+
+class _RetrievalMetric:
+    """Options of one ``Metric.Eval`` entry; ``descending`` as in newer PaddleClas."""
+
+    def __init__(self, descending: bool = True) -> None:
+        if descending is not True:
+            raise ConfigError(
+                f"Metric.Eval {type(self).__name__}.descending must be true (ppise ranks "
+                f"by similarity, highest first), got {descending!r}")
+        self.descending = descending
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+@METRICS.register
+class mAP(_RetrievalMetric):  # noqa: N801 - PaddleClas config name
+    """Mean average precision."""
+
+
+@METRICS.register
+class mINP(_RetrievalMetric):  # noqa: N801 - PaddleClas config name
+    """Mean inverse negative penalty (Ye et al. 2021)."""
+
+
+@METRICS.register
+class Recallk(_RetrievalMetric):
+    """CMC / Recall@k at each k of ``topk`` (reported as ``rank{k}``)."""
+
+    def __init__(self, topk: Union[int, Sequence[int]] = (1, 5), descending: bool = True) -> None:
+        super().__init__(descending)
+        ks = [topk] if isinstance(topk, int) and not isinstance(topk, bool) else topk
+        if not isinstance(ks, (list, tuple)) or not ks or not all(
+                isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks):
+            raise ConfigError(f"Metric.Eval Recallk.topk must be a positive int or a list of them, got {topk!r}")
+        self.topk: Tuple[int, ...] = tuple(ks)
+
+    def __repr__(self) -> str:
+        return f"Recallk(topk={list(self.topk)})"
+
+
+def _eval_list(metric_cfg: Any) -> List[Any]:
+    if metric_cfg is None:
+        return []
+    if isinstance(metric_cfg, dict):  # the whole Metric section
+        metric_cfg = metric_cfg.get("Eval") or []
+    if not isinstance(metric_cfg, list):
+        raise ConfigError(f"Metric.Eval must be a list of metrics, got {metric_cfg!r}")
+    return metric_cfg
+
+
+def build_eval_metrics(metric_cfg: Any) -> List[_RetrievalMetric]:
+    """Instantiate every ``Metric.Eval`` entry; unknown names or options raise ConfigError."""
+    built = []
+    for i, spec in enumerate(_eval_list(metric_cfg)):
+        where = f"Metric.Eval.{i}"
+        name, kwargs = component(spec, where)
+        try:
+            built.append(METRICS.build(name, where=where, **kwargs))
+        except (KeyError, TypeError) as err:
+            raise ConfigError(str(err).strip("'\"")) from err
+    return built
+
+
+def topk_from_config(metric_cfg_list: Optional[Any]) -> Tuple[int, ...]:
+    """The ranks to report: (1, 5, 10) plus every ``Recallk.topk`` in ``Metric.Eval``."""
+    ks = set(DEFAULT_TOPK)
+    for metric in build_eval_metrics(metric_cfg_list):
+        if isinstance(metric, Recallk):
+            ks.update(metric.topk)
+    return tuple(sorted(ks))
