@@ -1,6 +1,6 @@
 """Cost of the ISE core per training iteration, and how it compares with a whole step.
 
-Times (median over repeats, forward + backward):
+Times (best of the repeats, forward + backward):
 
 1. ISE part at the reference size (batch 256 = 16 ids x 16, 2048-d, 700 clusters):
    ISEHead + LP loss + the support half of the cluster-memory loss, on features produced
@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
-from typing import Callable, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 import paddle
@@ -35,15 +34,22 @@ from ppise.arch.head.ise import ISEHead  # noqa: E402
 from ppise.loss import ClusterMemoryLoss, LabelPreservingLoss  # noqa: E402
 
 
-def timeit(fn: Callable[[], None], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def timeit(fns: Dict[str, Callable[[], None]], repeats: int, warmup: int = 1) -> Dict[str, float]:
+    """Best wall time of each function, run interleaved (round-robin).
+
+    On a shared CPU the load changes from second to second; interleaving exposes every
+    variant to the same load and the minimum is the least noisy estimate of the cost.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = {name: float("inf") for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def unit(a: np.ndarray) -> np.ndarray:
@@ -108,15 +114,28 @@ def bench_ise(args) -> Tuple[float, float, float]:
     slow = float(loop_lp_loss(f, s, labels, ys, group_size=topk * batch // ids))
     assert abs(fast - slow) < 1e-4 * max(1.0, abs(slow)), (fast, slow)
 
-    t_lin = timeit(linear_only, args.repeats)
-    t_ise = timeit(with_ise, args.repeats)
-    t_loop = timeit(loop_lp, max(2, args.repeats // 5), warmup=1)
-    upd = timeit(lambda: memory.update(*memory.select_inputs(f.detach(), labels, s.detach(), ys)), args.repeats)
+    best = timeit({"linear": linear_only, "batched": with_ise, "loop": loop_lp}, args.repeats)
+    t_lin, t_ise, t_loop = best["linear"], best["batched"], best["loop"]
+    # The LP loss alone (fwd + bwd), leaf tensors with grad: batched vs per-sample loop.
+    f_leaf = paddle.to_tensor(f.numpy(), stop_gradient=False)
+    s_leaf = paddle.to_tensor(s.numpy(), stop_gradient=False)
+    group = topk * batch // ids
+    lp_only = timeit({
+        "batched": lambda: lp(f_leaf, s_leaf, labels, ys).backward(),
+        "loop": lambda: loop_lp_loss(f_leaf, s_leaf, labels, ys, group_size=group).backward(),
+    }, args.repeats)
+    x_upd, y_upd = memory.select_inputs(f.detach(), labels, s.detach(), ys)
+    upd = timeit({"update": lambda: memory.update(x_upd, y_upd)}, args.repeats)["update"]
     print(f"[ISE @ B={batch}, D={dim}, C={clusters}, K={topk}]")
     print(f"  Linear {dim}->{dim} fwd+bwd alone          : {t_lin * 1e3:8.2f} ms")
-    print(f"  + ISEHead + CM(supports) + LP, batched   : {t_ise * 1e3:8.2f} ms  (ISE overhead {1e3 * (t_ise - t_lin):.2f} ms)")
-    print(f"  + ISEHead + CM(supports) + LP, loop LP   : {t_loop * 1e3:8.2f} ms  (ISE overhead {1e3 * (t_loop - t_lin):.2f} ms)")
+    print(f"  + ISEHead + CM(supports) + LP, batched   : {t_ise * 1e3:8.2f} ms  "
+          f"(ISE overhead {1e3 * (t_ise - t_lin):.2f} ms)")
+    print(f"  + ISEHead + CM(supports) + LP, loop LP   : {t_loop * 1e3:8.2f} ms  "
+          f"(ISE overhead {1e3 * (t_loop - t_lin):.2f} ms)")
     print(f"  loop / batched (overheads)               : {(t_loop - t_lin) / max(t_ise - t_lin, 1e-9):8.1f} x")
+    print(f"  LP loss alone fwd+bwd, batched           : {lp_only['batched'] * 1e3:8.2f} ms")
+    print(f"  LP loss alone fwd+bwd, per-sample loop   : {lp_only['loop'] * 1e3:8.2f} ms  "
+          f"({lp_only['loop'] / lp_only['batched']:.1f} x slower)")
     print(f"  memory hard update [f; s] (no grad)      : {upd * 1e3:8.2f} ms")
     return t_lin, t_ise, t_loop
 
@@ -138,6 +157,11 @@ class _StandInNet(nn.Layer):
         return self.bn(self.body(x))
 
 
+def _features(out) -> paddle.Tensor:
+    """RecModel returns a dict (``features``); stand-ins return the tensor."""
+    return out["features"] if isinstance(out, dict) else out
+
+
 def demo_model() -> Tuple[nn.Layer, int, str]:
     try:  # the full ppise model, once ppise.arch offers a builder and the demo config exists
         from ppise.arch import build_model  # type: ignore[attr-defined]
@@ -146,7 +170,7 @@ def demo_model() -> Tuple[nn.Layer, int, str]:
         cfg_path = os.path.join(os.path.dirname(__file__), "..", "configs", "ise_demo.yaml")
         cfg = load_yaml(cfg_path)
         model = build_model(cfg["Arch"])
-        dim = int(model(paddle.zeros([2, 3, 128, 64])).shape[-1])
+        dim = int(_features(model(paddle.zeros([2, 3, 128, 64]))).shape[-1])
         return model, dim, f"ppise.arch.build_model(configs/ise_demo.yaml Arch: {cfg['Arch'].get('Backbone')})"
     except Exception as err:  # noqa: BLE001  (fallbacks below say what was used)
         reason = f"{type(err).__name__}: {err}"
@@ -162,7 +186,7 @@ def demo_model() -> Tuple[nn.Layer, int, str]:
         return model, model.out_channels, f"stand-in: 4-layer conv net (ppise.arch unavailable: {err})"
 
 
-def bench_step(args, t_ise_ref: float) -> None:
+def bench_step(args, ise_overhead_ref: float) -> None:
     batch, ids, clusters = 64, 16, 700
     model, dim, what = demo_model()
     rng = np.random.default_rng(1)
@@ -176,7 +200,7 @@ def bench_step(args, t_ise_ref: float) -> None:
 
     def step(use_ise: bool) -> Callable[[], None]:
         def run() -> None:
-            f = model(images)
+            f = _features(model(images))
             if use_ise:
                 s, ys, _ = head(f, labels, memory.memory, (1000, 28000))
                 x, y = memory.select_inputs(f, labels, s, ys)
@@ -190,13 +214,13 @@ def bench_step(args, t_ise_ref: float) -> None:
             memory.update(x.detach(), y)
         return run
 
-    reps = max(3, args.repeats // 2)
-    t_cc = timeit(step(False), reps, warmup=1)
-    t_full = timeit(step(True), reps, warmup=1)
+    best = timeit({"cc": step(False), "ise": step(True)}, max(3, args.repeats // 2))
+    t_cc, t_full = best["cc"], best["ise"]
     print(f"[whole step @ B={batch} x 3x128x64, Adam, D={dim}, C={clusters}] model: {what}")
     print(f"  cluster-contrast step (no ISE)           : {t_cc * 1e3:8.2f} ms")
-    print(f"  ISE step (head + CM[f;s] + LP + update)  : {t_full * 1e3:8.2f} ms  (ISE adds {100 * (t_full - t_cc) / t_cc:.1f} %)")
-    print(f"  ISE part @ B=256/2048-d vs this step     : {t_ise_ref / t_full:8.2f} x")
+    print(f"  ISE step (head + CM[f;s] + LP + update)  : {t_full * 1e3:8.2f} ms  "
+          f"(ISE adds {100 * (t_full - t_cc) / t_cc:.1f} %)")
+    print(f"  ISE overhead @ B=256/2048-d / this step  : {ise_overhead_ref / t_full:8.2f} x")
 
 
 def main() -> None:
@@ -205,9 +229,10 @@ def main() -> None:
     args = parser.parse_args()
     paddle.set_device("cpu")
     paddle.seed(0)
-    print(f"paddle {paddle.__version__}, device cpu, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    _, t_ise, _ = bench_ise(args)
-    bench_step(args, t_ise)
+    print(f"paddle {paddle.__version__}, device cpu, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+          f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} (figures scale with it)")
+    t_lin, t_ise, _ = bench_ise(args)
+    bench_step(args, t_ise - t_lin)
 
 
 if __name__ == "__main__":

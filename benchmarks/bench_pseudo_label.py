@@ -28,14 +28,34 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 
-def make_features(n: int, dim: int = 2048, seed: int = 0, per_id: int = 17, noise: float = 0.85) -> Tuple[np.ndarray, np.ndarray]:
-    """Unit float32 features (n x dim) and their true ids, generated in chunks (peak ~ the output)."""
+def make_features(
+    n: int,
+    dim: int = 2048,
+    seed: int = 0,
+    per_id: int = 17,
+    nuisance: float = 0.8,
+    noise: float = 0.4,
+    rank: int = 64,
+    id_rank: int = 0,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Unit float32 features (n x dim) and their true ids, generated in chunks (peak ~ the output).
+
+    Image = identity centre (look-alike families of 4 share a direction) + camera offset
+    + low-rank nuisance (``rank`` shared pose/background directions, per-image weights)
+    + a little isotropic noise: CNN features vary along few directions, not all 2048.
+    ``id_rank`` > 0 draws identity centres from an ``id_rank``-dimensional attribute space
+    (clothes, colours...) instead of independent 2048-d directions, which is closer to
+    trained features and is what approximate kNN (cells, graphs) relies on.
+    """
     rng = np.random.default_rng(seed)
     num_ids = max(1, int(round(n / per_id)))
     ids = np.sort(rng.integers(0, num_ids, n))
     fam_of = np.arange(num_ids) // 4  # look-alike families of 4 identities
     fam_dirs = rng.standard_normal((fam_of.max() + 1, dim), dtype=np.float32)
     cams = rng.standard_normal((6, dim), dtype=np.float32)
+    nuis = rng.standard_normal((rank, dim), dtype=np.float32) / np.sqrt(rank)
+    attr_rng = np.random.default_rng((seed, 10, id_rank))  # own stream: id_rank=0 data stay unchanged
+    attrs = attr_rng.standard_normal((max(id_rank, 1), dim), dtype=np.float32) / np.sqrt(max(id_rank, 1))
     x = np.empty((n, dim), dtype=np.float32)
     step = 8192
     for s in range(0, n, step):
@@ -43,9 +63,12 @@ def make_features(n: int, dim: int = 2048, seed: int = 0, per_id: int = 17, nois
         idc = ids[s:e]
         uniq, inv = np.unique(idc, return_inverse=True)
         id_rng = [np.random.default_rng((seed, int(u))) for u in uniq]
-        own = np.stack([r.standard_normal(dim, dtype=np.float32) for r in id_rng])
+        own = np.stack([r.standard_normal(id_rank or dim, dtype=np.float32) for r in id_rng])
+        if id_rank:
+            own = own @ attrs
         centre = 0.6 * fam_dirs[fam_of[uniq]] + 0.8 * own
         chunk = centre[inv] + 0.35 * cams[rng.integers(0, 6, e - s)]
+        chunk += (nuisance * rng.standard_normal((e - s, rank), dtype=np.float32)) @ nuis
         chunk += noise * rng.standard_normal((e - s, dim), dtype=np.float32)
         chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
         x[s:e] = chunk
@@ -56,8 +79,8 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker(n: int, method: str, out_dir: str, dim: int) -> Dict:
-    x, ids = make_features(n, dim)
+def worker(n: int, method: str, out_dir: str, dim: int, id_rank: int = 0) -> Dict:
+    x, ids = make_features(n, dim, id_rank=id_rank)
     rss_data = _peak_rss_mb()
     if method == "dense":
         import faiss
@@ -88,8 +111,8 @@ def worker(n: int, method: str, out_dir: str, dim: int) -> Dict:
     return stats
 
 
-def run_case(n: int, method: str, out_dir: str, dim: int) -> Dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(n), method, out_dir, "--dim", str(dim)]
+def run_case(n: int, method: str, out_dir: str, dim: int, id_rank: int = 0) -> Dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(n), method, out_dir, "--dim", str(dim), "--id-rank", str(id_rank)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"n": n, "knn": method, "error": proc.stderr.strip().splitlines()[-1:] or ["?"]}
@@ -103,12 +126,13 @@ def main(argv: List[str] = None) -> None:
     ap.add_argument("--dense", action="store_true", help="also run the dense baseline for N <= --dense-max")
     ap.add_argument("--dense-max", type=int, default=13000)
     ap.add_argument("--dim", type=int, default=2048)
+    ap.add_argument("--id-rank", type=int, default=0, help="identity centres in a space of this rank (0: independent)")
     ap.add_argument("--out", default=None, help="folder for labels (default: a temporary one)")
     ap.add_argument("--worker", nargs=3, metavar=("N", "METHOD", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         n, method, out = args.worker
-        print(json.dumps(worker(int(n), method, out, args.dim)))
+        print(json.dumps(worker(int(n), method, out, args.dim, args.id_rank)))
         return
     out_dir = args.out or tempfile.mkdtemp(prefix="bench_pl_")
     os.makedirs(out_dir, exist_ok=True)
@@ -118,7 +142,7 @@ def main(argv: List[str] = None) -> None:
         methods = list(args.knn) + (["dense"] if args.dense and n <= args.dense_max else [])
         rows = {}
         for method in methods:
-            r = run_case(n, method, out_dir, args.dim)
+            r = run_case(n, method, out_dir, args.dim, args.id_rank)
             rows[method] = r
             if "error" in r:
                 print(f"{n:>7} {method:>6} ERROR {r['error']}", flush=True)

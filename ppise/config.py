@@ -43,6 +43,7 @@ GLOBAL_SCHEMA: Dict[str, Tuple[tuple, Any]] = {
     "overwrite": ((bool,), False),
     "infer_imgs": ((str, _NONE), None),
     "synthetic_dataset": ((dict, _NONE), None),
+    "sim_block_size": ((int,), 64),
 }
 CHOICES = {
     "Global.device": ("cpu", "gpu"),

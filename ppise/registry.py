@@ -29,7 +29,7 @@ class Registry:
         if name not in self._items:
             loc = f" (at {where})" if where else ""
             raise KeyError(
-                f"unknown {self.kind} '{name}'{loc}; registered {self.kind}s: {', '.join(self.names()) or '(none)'}"
+                f"unknown {self.kind} '{name}'{loc}; registered: {', '.join(self.names()) or '(none)'}"
             )
         return self._items[name]
 

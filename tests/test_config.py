@@ -115,7 +115,7 @@ def test_registry_lists_names_on_unknown():
 
     reg.register(Alpha, name="Beta")
     assert reg.build("Beta", size=3).size == 3
-    with pytest.raises(KeyError, match="unknown widget 'Gamma' \\(at Arch.Neck.name\\); registered widgets: Alpha, Beta"):
+    with pytest.raises(KeyError, match="unknown widget 'Gamma' \\(at Arch.Neck.name\\); registered: Alpha, Beta"):
         reg.get("Gamma", where="Arch.Neck.name")
     with pytest.raises(TypeError, match="cannot build widget 'Alpha' from config Arch.Neck"):
         reg.build("Alpha", where="Arch.Neck", colour=1)

@@ -46,29 +46,86 @@ def _exact(x: np.ndarray, k: int, device: str) -> Tuple[np.ndarray, np.ndarray]:
     return faiss.knn(x, x, k, metric=faiss.METRIC_INNER_PRODUCT)
 
 
+def _top_k(s: np.ndarray, cand: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Best k columns of each row of ``s`` (similarities), sorted best first."""
+    if s.shape[1] < k:  # too few candidates: pad, the caller re-searches such rows exactly
+        pad = k - s.shape[1]
+        s = np.concatenate([s, np.full((s.shape[0], pad), -np.inf, dtype=s.dtype)], axis=1)
+        cand = np.concatenate([cand, np.full(pad, -1, dtype=cand.dtype)])
+    part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    ps = np.take_along_axis(s, part, axis=1)
+    order = np.argsort(-ps, axis=1, kind="stable")
+    return np.take_along_axis(ps, order, axis=1), cand[np.take_along_axis(part, order, axis=1)]
+
+
 def _ivf(x: np.ndarray, k: int, device: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Inverted-file search done as dense blocks: exact within each query's probed cells.
+
+    k-means splits the points into ~sqrt(N) cells; each query probes its ``nprobe``
+    nearest centroids. Per cell, all queries probing it are scored against the cell's
+    points with one matrix product, their top k kept, and the per-probe lists merged.
+    faiss's CPU IVF scans list by list per query, several times slower for 2048-d
+    features; on a GPU faiss's GpuIndexIVFFlat is used instead.
+    Recall depends on k-means cells following identities: on features whose variance is
+    dominated by shared nuisance directions (camera, pose) it can be poor; prefer
+    ``hnsw`` then (see benchmarks/bench_pseudo_label.py).
+    """
     n, d = x.shape
-    nlist = int(max(1, min(4 * math.sqrt(n), n // 39)))
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.niter = 10  # coarse cells only need to be roughly right; nprobe buys the recall
-    rng = np.random.default_rng(0)
-    train = x if n <= 64 * nlist else x[np.sort(rng.choice(n, 64 * nlist, replace=False))]
-    index.train(train)
+    ncells = max(1, int(round(math.sqrt(n))))
+    nprobe = min(ncells, 12)
+    kmeans = faiss.Kmeans(d, ncells, niter=10, seed=1234, spherical=True, max_points_per_centroid=64, gpu=device == "gpu")
+    kmeans.train(x)
     if device == "gpu":
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, ncells, faiss.METRIC_INNER_PRODUCT)
+        index.quantizer.add(kmeans.centroids)
+        index.is_trained = True
         index = _to_gpu(index)
-    index.add(x)
-    faiss.extract_index_ivf(index).nprobe = min(nlist, max(8, nlist // 64))
-    return index.search(x, k)
+        index.add(x)
+        faiss.extract_index_ivf(index).nprobe = nprobe
+        return index.search(x, k)
+    _, probes = faiss.knn(x, kmeans.centroids, nprobe, metric=faiss.METRIC_INNER_PRODUCT)
+    home = probes[:, 0]
+    order = np.argsort(home, kind="stable")
+    bounds = np.searchsorted(home[order], np.arange(ncells + 1))
+    flat = probes.ravel()
+    by_cell = np.argsort(flat, kind="stable")  # (query, slot) pairs grouped by probed cell
+    qbounds = np.searchsorted(flat[by_cell], np.arange(ncells + 1))
+    cand_s = np.full((n, nprobe, k), -np.inf, dtype=np.float32)
+    cand_i = np.full((n, nprobe, k), -1, dtype=np.int64)
+    for c in range(ncells):
+        a, b = bounds[c], bounds[c + 1]
+        pairs = by_cell[qbounds[c]:qbounds[c + 1]]
+        if a == b or pairs.size == 0:
+            continue
+        members = order[a:b]
+        xm = x[members]
+        kk = min(k, b - a)
+        step = max(1, (1 << 22) // (b - a))  # bounds the score block (and its argpartition) to ~16 MB
+        for p0 in range(0, pairs.size, step):
+            chunk = pairs[p0:p0 + step]
+            queries, slots = chunk // nprobe, chunk % nprobe
+            top_s, top_i = _top_k(x[queries] @ xm.T, members, kk)
+            cand_s[queries, slots, :kk] = top_s
+            cand_i[queries, slots, :kk] = top_i
+    return _top_k_rows(cand_s.reshape(n, -1), cand_i.reshape(n, -1), k)
+
+
+def _top_k_rows(s: np.ndarray, ids: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Best k of each row, per-row candidate ids, sorted best first."""
+    part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    ps = np.take_along_axis(s, part, axis=1)
+    o = np.argsort(-ps, axis=1, kind="stable")
+    return np.take_along_axis(ps, o, axis=1), np.take_along_axis(np.take_along_axis(ids, part, axis=1), o, axis=1)
 
 
 def _hnsw(x: np.ndarray, k: int, device: str) -> Tuple[np.ndarray, np.ndarray]:
+    """faiss HNSW graph (M=16, efSearch 128) over the full features; CPU only (faiss has no GPU HNSW)."""
     if device == "gpu":
         logger.warning("Cluster.knn=hnsw has no faiss GPU version; it runs on the CPU")
-    index = faiss.IndexHNSWFlat(x.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexHNSWFlat(x.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = 40
     index.add(x)
-    index.hnsw.efSearch = max(2 * k, 64)
+    index.hnsw.efSearch = max(4 * k, 128)
     return index.search(x, k)
 
 

@@ -20,7 +20,7 @@ from sklearn.cluster import DBSCAN
 from ppise.errors import ConfigError
 from ppise.cluster.diagnostics import cluster_diagnostics
 from ppise.cluster.features import check_features
-from ppise.cluster.jaccard import jaccard_distance_timed
+from ppise.cluster.jaccard import check_k, jaccard_of_unit
 from ppise.cluster.knn import DEVICES, KNN_METHODS
 
 
@@ -81,10 +81,11 @@ def pseudo_labels(
     ``device='gpu'`` runs the faiss search on GPU when faiss sees one, otherwise it warns
     and uses the CPU. Features are L2-normalised here (rows need not be unit already).
     """
+    check_k(k1, k2)
     _check_params(eps, min_samples, knn, device)
     t0 = time.perf_counter()
     x = check_features(features)
-    dist, stats = jaccard_distance_timed(x, k1, k2, knn, device)
+    dist, stats = jaccard_of_unit(x, k1, k2, knn, device)
     t1 = time.perf_counter()
     labels = dbscan_sparse(dist, float(eps), int(min_samples))
     stats["dbscan_seconds"] = time.perf_counter() - t1

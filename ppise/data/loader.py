@@ -4,19 +4,25 @@ Batches are ``[images float32 [B, 3, H, W], pids int64 [B], camids int64 [B], id
 Worker processes: paddle seeds numpy / random / paddle in each worker from a base seed drawn
 from the main process's numpy RNG every time an iterator starts, so seeding the main process
 makes augmentation reproducible and different per epoch; ``seed_worker`` re-applies that seed
-explicitly. An exception raised in a worker is re-raised in the main process by paddle with
-the same type and the worker's full traceback text in its message (so a DataError keeps the
-image path).
+explicitly.
+
+Worker errors: paddle 3.3 re-raises a worker's exception inside its background reader thread,
+and the main thread only sees ``SystemError: Blocking queue is killed``, losing the message.
+``DataLoader`` below records the errors raised in that thread (through a chained
+``threading.excepthook``) and re-raises them in the main thread with the worker's own message,
+so a DataError still names the unreadable image.
 """
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, Optional
+import threading
+import time
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import paddle
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PpiseError
 from ..registry import DATASETS, SAMPLERS
 from ..utils.logger import logger
 from .transforms import build_transforms
@@ -73,8 +79,89 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def build_dataloader(dataset: Any, batch_sampler: Any, loader_cfg: Optional[Dict[str, Any]] = None) -> paddle.io.DataLoader:
-    """A ``paddle.io.DataLoader`` over ``batch_sampler`` with ``loader.num_workers`` processes."""
+_thread_errors: List[BaseException] = []
+_active = [0]  # iterations in progress; outside them the previous hook handles everything
+_previous_hook = threading.excepthook
+
+
+def _capture_hook(args: Any) -> None:
+    from_reader = isinstance(args.exc_value, PpiseError) or "_thread_loop" in getattr(args.thread, "name", "")
+    if _active[0] and isinstance(args.exc_value, Exception) and from_reader:
+        _thread_errors.append(args.exc_value)  # re-raised by the iterating thread, no double report
+        return
+    _previous_hook(args)
+
+
+def _rebuild(err: BaseException) -> BaseException:
+    try:
+        return type(err)(_worker_message(err))
+    except Exception:  # an exception type that cannot be built from one message
+        return RuntimeError(str(err))
+
+
+def _worker_message(err: BaseException) -> str:
+    """Keep the worker's own message from paddle's 'caught X with message: <traceback>' text."""
+    text, kind = str(err).rstrip(), type(err)
+    for prefix in (f"{kind.__module__}.{kind.__qualname__}: ", f"{kind.__qualname__}: "):
+        at = text.rfind("\n" + prefix)
+        if at >= 0:
+            return text[at + 1 + len(prefix):]
+    return text
+
+
+def _shutdown(it: Any) -> None:
+    """Stop the workers now: paddle only does it on StopIteration or in ``__del__``, and the
+    traceback we raise keeps the iterator alive (the interpreter then hangs at exit)."""
+    steps = (getattr(getattr(it, "_reader", None), "shutdown", None), getattr(it, "_try_shutdown_all", None))
+    for step in steps:
+        if step is not None:
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - best effort, the worker's error matters more
+                pass
+
+
+class DataLoader(paddle.io.DataLoader):
+    """``paddle.io.DataLoader`` whose worker errors keep their type and message."""
+
+    def __iter__(self) -> Iterator[Any]:
+        global _previous_hook
+        if threading.excepthook is not _capture_hook:  # chain whatever hook is current
+            _previous_hook, threading.excepthook = threading.excepthook, _capture_hook
+        return self._guarded(super().__iter__())
+
+    __call__ = __iter__
+
+    def _guarded(self, it: Iterator[Any]) -> Iterator[Any]:
+        _active[0] += 1
+        try:
+            while True:
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    return
+                except Exception as err:
+                    _shutdown(it)
+                    worker_err = self._wait_for_thread_error(err)
+                    if worker_err is None:
+                        raise
+                    raise _rebuild(worker_err) from None
+                yield batch
+        finally:
+            _active[0] -= 1
+
+    @staticmethod
+    def _wait_for_thread_error(err: Exception, timeout: float = 5.0) -> Optional[BaseException]:
+        if isinstance(err, PpiseError):
+            return None  # raised in this thread (num_workers=0): already the right error
+        deadline = time.monotonic() + timeout  # the reader thread kills the queue just before raising
+        while not _thread_errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return _thread_errors.pop(0) if _thread_errors else None
+
+
+def build_dataloader(dataset: Any, batch_sampler: Any, loader_cfg: Optional[Dict[str, Any]] = None) -> DataLoader:
+    """A ``paddle.io.DataLoader`` (subclass) over ``batch_sampler`` with ``loader.num_workers`` processes."""
     cfg = dict(loader_cfg or {})
     unknown = sorted(set(cfg) - set(_LOADER_KEYS))
     if unknown:
@@ -82,7 +169,7 @@ def build_dataloader(dataset: Any, batch_sampler: Any, loader_cfg: Optional[Dict
     num_workers = cfg.get("num_workers", 0)
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ConfigError(f"loader.num_workers={num_workers!r} must be an integer >= 0")
-    return paddle.io.DataLoader(
+    return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
         num_workers=num_workers,

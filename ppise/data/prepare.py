@@ -33,6 +33,7 @@ def ensure_dataset(cfg: Dict[str, Any]) -> None:
             if dataset_present(root):
                 continue
             logger.info(f"no dataset under {root}: generating the synthetic Market-format set ({spec})")
-            summary = make_synthetic_reid(root, num_ids=int(spec.get("ids", 100)), seed=int(spec.get("seed", 0)))
+            options = {k: v for k, v in spec.items() if k not in ("ids", "seed")}
+            summary = make_synthetic_reid(root, num_ids=int(spec.get("ids", 100)), seed=int(spec.get("seed", 0)), **options)
             logger.info(f"synthetic dataset ready: {summary}")
     dist.barrier()

@@ -76,6 +76,7 @@ _DEFAULTS: Dict[str, Any] = {
     "lookalike_prob": 0.6,       # chance an identity group has 2-4 members sharing the shirt
     "occlusion_prob": 0.2,
     "crowd_prob": 0.3,           # another pedestrian partly in the box
+    "camera_strength": 1.0,      # 0 = cameras alike, 1 = default cast/light/blur spread, up to 2
     "overwrite": False,
 }
 
@@ -135,9 +136,9 @@ class Pose:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _tup(c: np.ndarray) -> Tuple[int, int, int]:
-    c = np.clip(np.round(c), 0, 255).astype(int)
-    return int(c[0]), int(c[1]), int(c[2])
+def _tup(c: Sequence[float]) -> Tuple[int, int, int]:
+    r, g, b = (min(255, max(0, int(round(float(v))))) for v in c)
+    return r, g, b
 
 
 def _jitter(rng: np.random.Generator, c: np.ndarray, amount: float) -> np.ndarray:
@@ -156,14 +157,18 @@ def _poly(img: np.ndarray, pts: Sequence[Tuple[float, float]], color: Tuple[int,
     cv2.fillPoly(img, [_fx(pts)], color, cv2.LINE_AA, _SHIFT)
 
 
+def _pt(p: Tuple[float, float]) -> Tuple[int, int]:
+    return int(round(p[0] * _FX)), int(round(p[1] * _FX))
+
+
 def _line(img: np.ndarray, a: Tuple[float, float], b: Tuple[float, float], color: Tuple[int, ...],
           width: float) -> None:
-    cv2.line(img, tuple(_fx(a)), tuple(_fx(b)), color, max(1, int(round(width))), cv2.LINE_AA, _SHIFT)
+    cv2.line(img, _pt(a), _pt(b), color, max(1, int(round(width))), cv2.LINE_AA, _SHIFT)
 
 
 def _ellipse(img: np.ndarray, c: Tuple[float, float], axes: Tuple[float, float], color: Tuple[int, ...],
              start: float = 0.0, end: float = 360.0) -> None:
-    cv2.ellipse(img, tuple(_fx(c)), tuple(_fx(axes)), 0.0, start, end, color, -1, cv2.LINE_AA, _SHIFT)
+    cv2.ellipse(img, _pt(c), _pt(axes), 0.0, start, end, color, -1, cv2.LINE_AA, _SHIFT)
 
 
 def _check_range(name: str, value: Any, lo: int, hi: int) -> Tuple[int, int]:
@@ -191,21 +196,25 @@ def _check_prob(name: str, value: Any, hi: float = 1.0) -> float:
 
 
 # ----------------------------------------------------------------------------- cameras
-def _make_cameras(rng: np.random.Generator) -> List[Camera]:
-    """Six cameras with their own cast, light, blur, scale, viewpoint mix and scene."""
+def _make_cameras(rng: np.random.Generator, strength: float = 1.0) -> List[Camera]:
+    """Six cameras with their own cast, light, blur, scale, viewpoint mix and scene.
+
+    ``strength`` scales how far each camera's cast, light, contrast and blur depart from
+    a neutral camera (0: all cameras render colours alike; 1: the default spread).
+    """
     blur = rng.permutation(np.array([0.0, 0.35, 0.55, 0.75, 0.95, 1.2]))
     cams = []
     for i in range(NUM_CAMS):
-        gains = rng.uniform(0.8, 1.2, 3)
-        gains = gains / gains.mean() * rng.uniform(0.9, 1.08)
+        gains = rng.uniform(0.86, 1.14, 3)
+        gains = gains / gains.mean() * rng.uniform(0.92, 1.06)
         view_p = rng.dirichlet(np.array([1.5, 1.5, 1.0]))
         view_p = 0.7 * view_p + 0.1  # every view stays possible in every camera
-        grey = rng.uniform(70, 190)
-        wall = np.clip(grey + rng.uniform(-35, 35, 3), 20, 235)
-        floor = np.clip(rng.uniform(70, 170) + rng.uniform(-15, 15, 3), 30, 220)
+        grey = rng.uniform(80, 180)  # muted scenes like Market's campus: concrete, glass, paving
+        wall = np.clip(grey + rng.uniform(-22, 22, 3), 20, 235)
+        floor = np.clip(rng.uniform(85, 165) + rng.uniform(-10, 10, 3), 30, 220)
         cams.append(Camera(
-            index=i + 1, gains=gains, brightness=float(rng.uniform(-22, 18)),
-            contrast=float(rng.uniform(0.78, 1.12)), blur_sigma=float(blur[i]),
+            index=i + 1, gains=1.0 + strength * (gains - 1.0), brightness=strength * float(rng.uniform(-18, 14)),
+            contrast=1.0 + strength * float(rng.uniform(-0.18, 0.1)), blur_sigma=strength * float(blur[i]),
             noise_sigma=float(rng.uniform(1.5, 6.0)), scale=float(rng.uniform(0.74, 0.93)),
             view_p=view_p / view_p.sum(), jpeg_quality=int(rng.integers(82, 96)),
             wall=wall, floor=floor, horizon=float(rng.uniform(0.35, 0.75)),
@@ -219,14 +228,14 @@ def _tracklet_background(cam: Camera, rng: np.random.Generator) -> np.ndarray:
     hz = int(cam.horizon * CH)
     ramp = np.linspace(0.85, 1.1, CH)[:, None]
     col = np.where(np.arange(CH)[:, None] < hz, cam.wall[None, :], cam.floor[None, :]) * ramp
-    bg = np.ascontiguousarray(np.broadcast_to(col[:, None, :], (CH, w, 3)))
-    bg = np.clip(bg + rng.uniform(-12, 12, 3), 0, 255).astype(np.uint8)
-    for _ in range(int(rng.integers(3, 10))):
+    col = np.clip(col + rng.uniform(-10, 10, 3), 0, 255).astype(np.uint8)
+    bg = np.repeat(col[:, None, :], w, axis=1)
+    for _ in range(int(rng.integers(2, 9))):
         kind = rng.random()
         if kind < 0.4:  # window / door / shop sign
             x0, y0 = rng.uniform(-10, w), rng.uniform(-10, hz + 10)
             ww, hh = rng.uniform(10, 60), rng.uniform(10, 80)
-            c = cam.wall * rng.uniform(0.4, 1.3) if rng.random() < 0.6 else rng.uniform(20, 235, 3)
+            c = cam.wall * rng.uniform(0.5, 1.3) if rng.random() < 0.75 else rng.uniform(20, 235, 3)
             _poly(bg, [(x0, y0), (x0 + ww, y0), (x0 + ww, y0 + hh), (x0, y0 + hh)], _tup(c))
         elif kind < 0.6:  # pole or tree trunk
             x = rng.uniform(0, w)
@@ -295,7 +304,7 @@ def _random_identity(rng: np.random.Generator) -> Identity:
 def _torso_pattern(img: np.ndarray, mask: np.ndarray, ident: Identity, view: str, cx: float,
                    top: float, bottom: float, hp: float) -> None:
     """Recolour the torso mask with the identity's pattern (vectorised over its box)."""
-    ys, xs = np.nonzero(mask[:, :] > 127)
+    ys, xs = np.nonzero(mask > 127)
     if ys.size == 0:
         return
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
@@ -371,7 +380,6 @@ def _draw_person(img: np.ndarray, ident: Identity, pose: Pose) -> None:
     # Backpack seen from the side sits behind the torso.
     if ident.bag == "backpack" and side:
         _poly(img, [P(-tw - 0.075, 0.18), P(-tw + 0.01, 0.17), P(-tw + 0.01, 0.43), P(-tw - 0.07, 0.42)], ident.bag_color)
-    # Far arm (side view) behind the torso.
     shoulder_y, elbow_y, hand_y = 0.17, 0.32, 0.455
 
     def arm(sh: Tuple[float, float], el: Tuple[float, float], ha: Tuple[float, float], f: float) -> None:
@@ -382,7 +390,7 @@ def _draw_person(img: np.ndarray, ident: Identity, pose: Pose) -> None:
             _line(img, sh, mid, _shade(ident.upper, f), arm_w * 1.15)
         _ellipse(img, ha, (0.022 * hp, 0.026 * hp), _shade(skin, f))
 
-    if side:
+    if side:  # the far arm goes behind the torso
         arm(P(0.0, shoulder_y), P(-0.05 * sw, elbow_y), P(-0.09 * sw, hand_y), far)
 
     # Torso with its pattern.
@@ -445,7 +453,8 @@ def _draw_person(img: np.ndarray, ident: Identity, pose: Pose) -> None:
 
 def _draw_occluder(img: np.ndarray, rng: np.random.Generator) -> None:
     """Partial occlusion: a car bonnet / bench / bike at the bottom or a pole at the side."""
-    c = _tup(rng.uniform(15, 230, 3))
+    grey = rng.uniform(20, 210)  # mostly neutral objects, sometimes a coloured car or bin
+    c = _tup(grey + rng.uniform(-30, 30, 3) if rng.random() < 0.7 else rng.uniform(15, 230, 3))
     if rng.random() < 0.6:
         y = CH * rng.uniform(0.62, 0.85)
         x0, x1 = rng.uniform(-30, CW * 0.4), rng.uniform(CW * 0.6, CW + 30)
@@ -602,6 +611,7 @@ def _check_options(num_ids: Any, seed: Any, options: Dict[str, Any]) -> Dict[str
     opts["cams_per_id"] = _check_range("cams_per_id", opts["cams_per_id"], 2, NUM_CAMS)
     for key in ("lookalike_prob", "occlusion_prob", "crowd_prob"):
         opts[key] = _check_prob(key, opts[key])
+    opts["camera_strength"] = _check_prob("camera_strength", opts["camera_strength"], hi=2.0)
     for key in ("distractor_ratio", "junk_ratio"):
         opts[key] = _check_prob(key, opts[key], hi=10.0)
     opts["overwrite"] = bool(opts["overwrite"])
@@ -627,7 +637,7 @@ def make_synthetic_reid(out_dir: str, num_ids: int = 100, seed: int = 0, **optio
     query per camera it appears in, the rest of its images plus distractors (0000) and
     junk (-1) form ``bounding_box_test``. Options: ``images_per_id`` (min, max),
     ``cams_per_id`` (min, max), ``distractor_ratio``, ``junk_ratio``, ``lookalike_prob``,
-    ``occlusion_prob``, ``crowd_prob``, ``overwrite``. The folder appears atomically
+    ``occlusion_prob``, ``crowd_prob``, ``camera_strength``, ``overwrite``. The folder appears atomically
     (written to a temporary sibling, then renamed), so a crash never leaves a half set
     that :func:`dataset_present` would accept.
     """
@@ -642,7 +652,7 @@ def make_synthetic_reid(out_dir: str, num_ids: int = 100, seed: int = 0, **optio
     except OSError as e:
         raise DataError(f"cannot create synthetic dataset folder {final}: {e}") from e
 
-    cams = _make_cameras(np.random.default_rng([seed, 1]))
+    cams = _make_cameras(np.random.default_rng([seed, 1]), opts["camera_strength"])
     plan_rng = np.random.default_rng([seed, 0])
     pids = plan_rng.permutation(np.arange(1, num_ids + 1))
     n_train = num_ids // 2

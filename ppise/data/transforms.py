@@ -328,6 +328,48 @@ class ToCHWImage:
         return _as_array(img).transpose((2, 0, 1))
 
 
+@TRANSFORMS.register
+class ToTensor:
+    """paddle.vision's ToTensor (PaddleClas re-exports it, its re-ID configs use it): uint8
+    scaled to [0, 1] float32, HWC -> CHW for ``data_format='CHW'``. Returns a numpy array so
+    batches can cross worker processes."""
+
+    def __init__(self, data_format: str = "CHW", keys: Any = None) -> None:
+        if data_format not in ("CHW", "HWC"):
+            raise ConfigError(f"ToTensor data_format={data_format!r} must be 'CHW' or 'HWC'")
+        self.to_chw = data_format == "CHW"
+
+    def __call__(self, img: Img) -> np.ndarray:
+        img = _as_array(img)
+        img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+        return img.transpose((2, 0, 1)) if self.to_chw else img
+
+
+@TRANSFORMS.register
+class Normalize:
+    """paddle.vision's Normalize (used after ToTensor in PaddleClas re-ID configs):
+    ``(img - mean) / std`` on a CHW (default) or HWC image, optional BGR -> RGB swap first."""
+
+    def __init__(self, mean: Any = 0.0, std: Any = 1.0, data_format: str = "CHW", to_rgb: bool = False,
+                 keys: Any = None) -> None:
+        if data_format not in ("CHW", "HWC"):
+            raise ConfigError(f"Normalize data_format={data_format!r} must be 'CHW' or 'HWC'")
+        self.axis = 0 if data_format == "CHW" else 2
+        shape = (-1, 1, 1) if self.axis == 0 else (1, 1, -1)
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(shape)
+        self.std = np.asarray(std, dtype=np.float32).reshape(shape)
+        self.to_rgb, self.data_format = bool(to_rgb), data_format
+
+    def __call__(self, img: Img) -> np.ndarray:
+        img = _as_array(img).astype(np.float32)
+        if img.ndim != 3 or self.mean.size not in (1, img.shape[self.axis]):
+            raise ConfigError(f"Normalize (data_format {self.data_format!r}) got an image of shape {tuple(img.shape)}; "
+                              "put it after ToTensor, or set data_format: 'HWC'")
+        if self.to_rgb:
+            img = np.flip(img, axis=self.axis)
+        return (img - self.mean) / self.std
+
+
 class Compose:
     """Apply ops in order; ``outputs_chw`` tells the dataset whether a ToCHWImage ran."""
 

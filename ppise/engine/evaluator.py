@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Dict, Optional
 
@@ -39,7 +40,7 @@ def retrieval_metrics(query: Dict[str, np.ndarray], gallery: Dict[str, np.ndarra
     topk = topk_from_config(get(cfg, "Metric.Eval", None))
     return evaluate(
         query["feats"], gallery["feats"], query["pids"], gallery["pids"], query["cams"], gallery["cams"],
-        protocol=cfg["Global"]["eval_protocol"], topk=topk,
+        protocol=cfg["Global"]["eval_protocol"], topk=topk, block_size=int(cfg["Global"].get("sim_block_size", 64)),
     )
 
 
@@ -82,7 +83,8 @@ def write_metrics(metrics: Dict[str, Any], out_dir: str, name: str = "eval_metri
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, name)
     tmp = path + ".tmp"
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=2)
+        json.dump(clean, f, indent=2)
     os.replace(tmp, path)
     return path

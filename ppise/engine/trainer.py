@@ -80,11 +80,9 @@ class Trainer:
         losses: Dict[str, Any] = {}
         supports = support_labels = None
         if self.ise_head is not None:
-            supports, support_labels, alpha = self.ise_head(feats, labels, self.memory.features, (self.global_iter, self.total_iters))
+            supports, support_labels, alpha = self.ise_head(feats, labels, self.memory.memory, (self.global_iter, self.total_iters))
             self.iter_record["alpha"] = float(alpha)
-            if self.memory.use_support:
-                inputs = paddle.concat([feats, supports], axis=0)
-                targets = paddle.concat([labels, support_labels], axis=0)
+            inputs, targets = self.memory.select_inputs(feats, labels, supports, support_labels)
         losses["loss_cc"] = self.memory(inputs, targets) * self.memory.weight
         if self.lp_loss is not None and supports is not None:
             losses["loss_lp"] = self.lp_loss(feats, supports, labels, support_labels) * self.lp_loss.weight

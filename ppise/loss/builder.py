@@ -25,12 +25,16 @@ def build_losses(loss_cfg_list: List[Dict[str, Any]], where: str = "Loss.Train")
     if loss_cfg_list is None:
         return {}
     if not isinstance(loss_cfg_list, list):
-        raise ConfigError(f"{where} must be a list of '- LossName: {{...}}' entries, got {type(loss_cfg_list).__name__}")
+        raise ConfigError(
+            f"{where} must be a list of '- LossName: {{...}}' entries, got {type(loss_cfg_list).__name__}"
+        )
     losses: Dict[str, nn.Layer] = {}
     for i, entry in enumerate(loss_cfg_list):
         path = f"{where}[{i}]"
         if not isinstance(entry, dict) or len(entry) != 1:
-            raise ConfigError(f"{path} must be a single-key mapping like '- ClusterMemoryLoss: {{weight: 1.0}}', got {entry!r}")
+            raise ConfigError(
+                f"{path} must be a single-key mapping like '- ClusterMemoryLoss: {{weight: 1.0}}', got {entry!r}"
+            )
         (name, kwargs), = entry.items()
         kwargs = {} if kwargs is None else kwargs
         if not isinstance(kwargs, dict):

@@ -34,12 +34,13 @@ def market_block_stats(sim: np.ndarray, q_ids: np.ndarray, g_ids: np.ndarray,
     num_q = sim.shape[0]
     # Stable descending order; "+ 0.0" turns -0.0 into +0.0 so signed zeros tie.
     order = np.argsort(-(sim + sim.dtype.type(0.0)), axis=1, kind="stable")
-    ids = g_ids[order]
-    same_id = ids == q_ids[:, None]
-    kept = ~(same_id & (g_cams[order] == q_cams[:, None])) & (ids != JUNK_ID)
-    match = same_id & kept
+    # Masks are built in gallery order (cheap broadcasts) and then permuted as bytes.
+    same_id = q_ids[:, None] == g_ids[None, :]
+    kept = ~(same_id & (q_cams[:, None] == g_cams[None, :])) & (g_ids != JUNK_ID)[None, :]
+    match = np.take_along_axis(same_id & kept, order, axis=1)
+    kept = np.take_along_axis(kept, order, axis=1)
     # 1-based position of every kept entry inside the query's filtered ranking.
-    position = np.cumsum(kept, axis=1, dtype=np.int64)
+    position = np.cumsum(kept, axis=1, dtype=np.int32)
 
     rows, cols = np.nonzero(match)  # row-major: hits of each query, best first
     num_pos = np.bincount(rows, minlength=num_q)

@@ -32,6 +32,9 @@ first maximum. Newer metrics.py (01339105) additionally crashes with a camera ma
 ``mINP`` with the intended one (#positives / rank of the last positive) under the same
 block/valid-query rules.
 
+recall@k for k > G: PaddleClas raises IndexError (``all_cmc[k - 1]``); we return the
+saturated CMC value (= recall@G), which is what the curve means.
+
 Tie order: PaddleClas uses ``paddle.argsort`` (not stable, kernel-dependent); we break ties
 by gallery order with a stable sort. With continuous features ties only occur among the
 zeroed (never positive) entries, where order does not change any metric.
@@ -42,8 +45,6 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence
 
 import numpy as np
-
-from ..errors import DataError
 
 
 def _upstream_hard_index(rows: np.ndarray, cols: np.ndarray, starts: np.ndarray,
@@ -71,12 +72,7 @@ def paddleclas_block_metrics(sim: np.ndarray, q_ids: np.ndarray, g_ids: np.ndarr
     ``recall{k}``, ``mINP``, ``mINP_upstream`` (NaN when the block has no valid query) and
     ``num_valid``.
     """
-    num_q, num_g = sim.shape
-    bad = [k for k in topk if k > num_g]
-    if bad:
-        raise DataError(
-            f"Recallk topk {bad} exceeds the gallery size {num_g}: PaddleClas cannot report "
-            f"recall@k for k > number of gallery images (Metric.Eval Recallk.topk)")
+    num_q = sim.shape[0]
     same_id = q_ids[:, None] == g_ids[None, :]
     if q_cams is not None and g_cams is not None:
         keep = ~same_id | (q_cams[:, None] != g_cams[None, :])

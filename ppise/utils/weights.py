@@ -7,6 +7,7 @@ single ConfigError so a user sees at once why a checkpoint does not fit a config
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -85,7 +86,9 @@ def load_pretrained(model: nn.Layer, path: str, strict: bool = True, skip_prefix
     if not to_load:
         raise ConfigError(f"weights {file_path!r} (from {config_key}) share no key of matching shape with the model; "
                           + "; ".join(problems))
-    model.set_state_dict(to_load)
+    with warnings.catch_warnings():  # Paddle warns per skipped key; the report above says it once
+        warnings.simplefilter("ignore", UserWarning)
+        model.set_state_dict(to_load)
     report["loaded"] = len(to_load)
     if problems:
         logger.warning("loaded %d tensors from %s (%s); %s", len(to_load), file_path, config_key, "; ".join(problems))

@@ -1,6 +1,7 @@
 """EvalHook: evaluate every ``Global.eval_interval`` epochs and track the best mAP."""
 from __future__ import annotations
 
+import math
 from typing import Any, Dict
 
 from ...registry import HOOKS
@@ -26,7 +27,7 @@ class EvalHook(Hook):
         if not glob["eval_during_train"] or (trainer.epoch % glob["eval_interval"] != 0 and not last):
             return
         metrics = evaluate_model(trainer.net, self.cfg, loaders=self.loaders)
-        trainer.epoch_record.update({k: v for k, v in metrics.items() if isinstance(v, float)})
+        trainer.epoch_record.update({k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)})
         if metrics["mAP"] > trainer.best_metric["mAP"]:
             trainer.best_metric = {"mAP": metrics["mAP"], "epoch": trainer.epoch, "rank1": metrics.get("rank1")}
             trainer.epoch_record["is_best"] = True

@@ -1,0 +1,236 @@
+"""Export the inference branch of a RecModel as a static graph (PIR or legacy program).
+
+Only ``RecModel.inference_output`` is traced: backbone -> neck -> feature, no ISE head and
+no L2 normalisation (PaddleClas convention; the predictor normalises). Input ``x`` is
+``[None, C, H, W]`` from ``Global.image_shape``.
+
+Formats on Paddle 3.3.1 (measured here):
+- ``pir`` (default): ``inference.json`` + ``inference.pdiparams``.
+- ``legacy``: ``inference.pdmodel`` + ``inference.pdiparams``, what PaddleClas's deploy
+  predictor needs on Paddle 3 (its ``enable_memory_optim()`` fails on PIR models, Paddle
+  issue #75496). Paddle 3.3.1 saves it in-process under ``paddle.pir_utils.OldIrGuard``;
+  if that ever fails, export re-runs itself in a child process started with
+  ``FLAGS_enable_pir_api=0`` (the flag must be set before paddle is imported), which is
+  also the path taken when ``PPISE_LEGACY_EXPORT=subprocess``.
+
+After saving, the model is loaded back with Paddle Inference and its output compared with
+the dygraph output on a fixed random batch, so a broken export fails here, not in deploy.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any, Dict, List
+
+import numpy as np
+
+from ..config import dump, get
+from ..errors import ConfigError, PpiseError
+from ..utils.logger import logger
+from .model_info import (INFO_FILE, MODEL_FILES, PARAMS_FILE, check_deploy_ops, default_transform_ops,
+                         describe_preprocess, write_info)
+
+EXPORT_TOLERANCE = 1e-3  # max abs difference dygraph vs Paddle Inference that export accepts
+INPUT_NAME = "x"
+_EVAL_OPS_KEYS = ("DataLoader.Eval.Query.dataset.transform_ops", "DataLoader.Eval.Gallery.dataset.transform_ops")
+
+
+def eval_transform_ops(cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The evaluation transforms (what features were validated with), else resize + normalise."""
+    shape = cfg["Global"]["image_shape"]
+    for key in _EVAL_OPS_KEYS:
+        ops = get(cfg, key, None)
+        if ops:
+            check_deploy_ops(ops, shape, key)
+            return [dict(op) for op in ops]
+    logger.info("no DataLoader.Eval transform_ops in the config: inference.yml gets resize to "
+                "Global.image_shape + ImageNet normalisation")
+    return default_transform_ops(shape)
+
+
+def _inference_net(model):
+    import paddle
+
+    class InferenceNet(paddle.nn.Layer):
+        """The retrieval branch only: what ``tools/eval.py`` reads from the model."""
+
+        def __init__(self, rec_model) -> None:
+            super().__init__()
+            self.model = rec_model
+
+        def forward(self, x):
+            return self.model.inference_output(self.model(x))
+
+    net = InferenceNet(model)
+    net.eval()
+    return net
+
+
+def _pir_enabled() -> bool:
+    import paddle
+
+    return bool(paddle.get_flags(["FLAGS_enable_pir_api"])["FLAGS_enable_pir_api"])
+
+
+def _save(net, spec, prefix: str, fmt: str) -> None:
+    """``jit.save`` under the IR the format needs."""
+    import paddle
+    from paddle import pir_utils
+
+    def save() -> None:
+        static = paddle.jit.to_static(net, input_spec=spec, full_graph=True)
+        paddle.jit.save(static, prefix)
+
+    if fmt == "pir":
+        if _pir_enabled():
+            save()
+        else:
+            with pir_utils.IrGuard():
+                save()
+    elif not _pir_enabled():
+        save()
+    else:
+        with pir_utils.OldIrGuard():
+            save()
+
+
+def _export_in_child(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Legacy export in a fresh process with ``FLAGS_enable_pir_api=0`` set before import."""
+    out_dir = cfg["Global"]["save_inference_dir"]
+    fd, cfg_path = tempfile.mkstemp(prefix=".export_", suffix=".yaml", dir=out_dir)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(dump(cfg))
+    env = dict(os.environ, FLAGS_enable_pir_api="0", PPISE_LEGACY_EXPORT="inprocess")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ppise.deploy.export", cfg_path], env=env,
+                              capture_output=True, text=True)
+    finally:
+        os.remove(cfg_path)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise PpiseError(f"legacy export in a child process (FLAGS_enable_pir_api=0) failed for "
+                         f"{out_dir}: {tail}")
+    from .model_info import read_info
+
+    logger.info(f"exported legacy model to {out_dir} in a child process (FLAGS_enable_pir_api=0)")
+    return read_info(out_dir) or {}
+
+
+def _check_writable(out_dir: str) -> None:
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = os.path.join(out_dir, ".write_test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as err:
+        raise ConfigError(f"Global.save_inference_dir {out_dir!r} is not writable: {err}") from err
+
+
+def _verify(out_dir: str, fmt: str, probe: np.ndarray, expected: np.ndarray) -> float:
+    """Load the saved model with Paddle Inference; its output must match dygraph."""
+    from .predictor import RecPredictor
+
+    predictor = RecPredictor(out_dir, enable_mkldnn=False, cpu_num_threads=1, batch_size=len(probe),
+                             prefer_format=fmt, transform_ops=[])
+    got = predictor.run(probe)
+    if got.shape != expected.shape:
+        raise PpiseError(f"exported model {out_dir} gives shape {got.shape}, dygraph {expected.shape}")
+    diff = float(np.max(np.abs(got - expected)))
+    if not diff <= EXPORT_TOLERANCE:
+        raise PpiseError(f"exported model {out_dir} differs from the dygraph model by {diff:.2e} "
+                         f"(> {EXPORT_TOLERANCE}): the export is broken")
+    return diff
+
+
+def export_model(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Write ``Global.save_inference_dir``/inference.{json|pdmodel,pdiparams,yml}; return the info."""
+    glob = cfg["Global"]
+    fmt, out_dir = glob["export_format"], glob["save_inference_dir"]
+    image_shape = list(glob["image_shape"])
+    ops = eval_transform_ops(cfg)  # config mistakes surface before any model work
+    if glob.get("pretrained_model"):
+        from ..utils.weights import resolve_weights_path
+
+        resolve_weights_path(glob["pretrained_model"], "Global.pretrained_model")
+    _check_writable(out_dir)
+    if fmt == "legacy" and _pir_enabled() and os.environ.get("PPISE_LEGACY_EXPORT") == "subprocess":
+        return _export_in_child(cfg)
+
+    import paddle
+
+    from ..engine.builder import build_model_from_config
+
+    if not glob.get("pretrained_model"):
+        logger.warning("Global.pretrained_model is not set: exporting a randomly initialised model")
+    net = _inference_net(build_model_from_config(cfg))
+    probe = np.random.RandomState(0).standard_normal([2] + image_shape).astype(np.float32)
+    with paddle.no_grad():
+        expected = net(paddle.to_tensor(probe)).numpy()
+    if expected.ndim != 2:
+        raise ConfigError(f"Arch.infer_output_key {get(cfg, 'Arch.infer_output_key', 'features')!r} gives shape "
+                          f"{list(expected.shape)}; retrieval needs [N, D] features (add a pooling neck or a "
+                          f"BackboneStopLayer such as avg_pool / flatten)")
+
+    for name in list(MODEL_FILES.values()) + [PARAMS_FILE, PARAMS_FILE + ".info", INFO_FILE]:
+        stale = os.path.join(out_dir, name)  # never leave a model of the other format beside this one
+        if os.path.isfile(stale):
+            os.remove(stale)
+    spec = [paddle.static.InputSpec([None] + image_shape, "float32", INPUT_NAME)]
+    prefix = os.path.join(out_dir, "inference")
+    try:
+        _save(net, spec, prefix, fmt)
+    except Exception as err:  # noqa: BLE001 - the guard may fail on other paddle builds
+        if fmt != "legacy" or not _pir_enabled():
+            raise
+        logger.warning(f"legacy export under OldIrGuard failed ({type(err).__name__}: {err}); "
+                       "retrying in a child process with FLAGS_enable_pir_api=0")
+        return _export_in_child(cfg)
+    model_file = os.path.join(out_dir, MODEL_FILES[fmt])
+    if not os.path.isfile(model_file):
+        raise PpiseError(f"paddle.jit.save wrote no {model_file} (format {fmt}); files: {sorted(os.listdir(out_dir))}")
+
+    diff = _verify(out_dir, fmt, probe, expected)
+    info = {
+        "Model": {
+            "format": fmt,
+            "model_file": MODEL_FILES[fmt],
+            "params_file": PARAMS_FILE,
+            "input_name": INPUT_NAME,
+            "input_shape": [None] + image_shape,
+            "image_shape": image_shape,
+            "output_key": get(cfg, "Arch.infer_output_key", "features"),
+            "feature_dim": int(expected.shape[1]),
+            "normalized_in_graph": False,
+            "backbone": get(cfg, "Arch.Backbone.name", None),
+            "neck": get(cfg, "Arch.Neck.name", None),
+            "pretrained_model": glob.get("pretrained_model"),
+            "paddle_version": paddle.__version__,
+            "export_check_max_abs_diff": diff,
+        },
+        "PreProcess": {**describe_preprocess(ops), "transform_ops": ops},
+        "PostProcess": {"l2_normalize": True, "similarity": "inner product of L2-normalised features (cosine)"},
+    }
+    write_info(out_dir, info)
+    logger.info(f"exported {fmt} model to {out_dir} ({MODEL_FILES[fmt]}, {PARAMS_FILE}, {INFO_FILE}); "
+                f"feature dim {info['Model']['feature_dim']}, Paddle Inference vs dygraph max |diff| {diff:.1e}")
+    return info
+
+
+def _child_main(cfg_path: str) -> int:
+    """Entry of the ``FLAGS_enable_pir_api=0`` child process."""
+    from ..config import get_config
+    from ..utils.device import setup_device
+
+    cfg = get_config(cfg_path)
+    setup_device(cfg["Global"])
+    export_model(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    from ..utils.cli import run_tool
+
+    run_tool(lambda _argv: _child_main(sys.argv[1]))

@@ -1,0 +1,143 @@
+"""Which images to process, who they show, and how they are decoded.
+
+Inputs are one image, a folder (sorted, non-recursive, as ppise's datasets scan) or a list
+file (``path [pid [camid]]`` per line, PaddleClas's ``data_file``). Person ids and cameras
+come from Market-1501 / MSMT17 file names (``0002_c1s1_000451_03.jpg``) or from the list
+file. Decoding matches the evaluation datasets exactly (PIL, RGB, uint8 HWC), so deploy
+features equal ``tools/eval.py`` features on the same files.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+LIST_EXTENSIONS = (".txt", ".list", ".lst")
+MARKET_PATTERN = re.compile(r"^([-\d]+)_c(\d+)")
+UNKNOWN = -1  # pid / camera of an image whose identity is not known
+
+
+@dataclass
+class ImageList:
+    """Paths with person ids and cameras (``UNKNOWN`` where not given)."""
+
+    paths: List[str]
+    pids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    cams: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self) -> None:
+        n = len(self.paths)
+        if self.pids.size == 0 and n:
+            self.pids = np.full(n, UNKNOWN, np.int64)
+        if self.cams.size == 0 and n:
+            self.cams = np.full(n, UNKNOWN, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def select(self, keep: np.ndarray) -> "ImageList":
+        idx = np.flatnonzero(keep)
+        return ImageList([self.paths[i] for i in idx], self.pids[idx], self.cams[idx])
+
+
+def _is_image(path: str) -> bool:
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def read_list_file(path: str, image_root: Optional[str] = None, delimiter: Optional[str] = None,
+                   key: str = "Global.infer_imgs") -> ImageList:
+    """``path [pid [camid]]`` per line; relative paths are taken from ``image_root`` (else the
+    list file's folder). ``delimiter`` None splits on any whitespace."""
+    base = image_root or os.path.dirname(os.path.abspath(path))
+    paths, pids, cams = [], [], []
+    labelled = None
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read list file {path} (from {key}): {err}") from err
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = [p for p in (line.split(delimiter) if delimiter else line.split()) if p.strip()]
+        has_label = len(parts) > 1
+        if labelled is None:
+            labelled = has_label
+        try:
+            pid = int(parts[1]) if has_label else UNKNOWN
+            cam = int(parts[2]) if len(parts) > 2 else UNKNOWN
+        except ValueError:
+            raise DataError(f"list file {path} line {lineno}: expected 'path pid [camid]' with integer ids, "
+                            f"got {line!r}") from None
+        if has_label != labelled:
+            raise DataError(f"list file {path} line {lineno}: some lines have a person id and some not")
+        img = parts[0].strip()
+        paths.append(img if os.path.isabs(img) else os.path.join(base, img))
+        pids.append(pid)
+        cams.append(cam)
+    if not paths:
+        raise DataError(f"list file {path} (from {key}) names no images")
+    return ImageList(paths, np.asarray(pids, np.int64), np.asarray(cams, np.int64))
+
+
+def list_images(path: Optional[str], key: str = "Global.infer_imgs", image_root: Optional[str] = None,
+                delimiter: Optional[str] = None) -> ImageList:
+    """One image, a folder of images, or a list file -> ``ImageList`` (ids from a list file only)."""
+    if not path:
+        raise ConfigError(f"{key} is not set: give an image, a folder of images or a list file")
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if _is_image(n) and os.path.isfile(os.path.join(path, n)))
+        if not names:
+            raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path} (from {key})")
+        return ImageList([os.path.join(path, n) for n in names])
+    if not os.path.isfile(path):
+        raise DataError(f"image path not found: {path} (from {key})")
+    if path.lower().endswith(LIST_EXTENSIONS):
+        return read_list_file(path, image_root, delimiter, key)
+    if not _is_image(path):
+        raise DataError(f"{path} (from {key}) is neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor a list file "
+                        f"({', '.join(LIST_EXTENSIONS)}) nor a folder")
+    return ImageList([path])
+
+
+def parse_market_names(paths: List[str], key: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Person ids and camera numbers from Market-1501 / MSMT17 file names (``0002_c1s1_...``)."""
+    pids = np.empty(len(paths), np.int64)
+    cams = np.empty(len(paths), np.int64)
+    for i, path in enumerate(paths):  # string parsing: no vector form
+        match = MARKET_PATTERN.match(os.path.basename(path))
+        if match is None:
+            raise DataError(f"file name {path} (from {key}) does not follow Market-1501 naming "
+                            f"'<pid>_c<camera>...'; give a list file 'path pid [camid]' instead, or set "
+                            f"IndexProcess.naming=none when ids are unknown")
+        pids[i], cams[i] = int(match.group(1)), int(match.group(2))
+    return pids, cams
+
+
+def with_market_ids(images: ImageList, key: str, drop_junk: bool = True) -> ImageList:
+    """Fill ids/cameras from file names; junk detections (id -1) are dropped as the datasets do."""
+    pids, cams = parse_market_names(images.paths, key)
+    out = ImageList(list(images.paths), pids, cams)
+    if drop_junk:
+        out = out.select(pids != -1)
+        if not len(out):
+            raise DataError(f"all {len(images)} images from {key} are junk (person id -1)")
+    return out
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """Decode like the evaluation datasets (PIL -> RGB uint8 HWC); a bad file names its path."""
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"image not found: {path}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise DataError(f"cannot read image {path}: not a decodable image ({type(err).__name__}: {err})") from err

@@ -1,0 +1,117 @@
+"""The three deploy flows the scripts in ``deploy/python`` run, from a deploy config.
+
+``predict_images``: images -> normalised features (``features.npy`` + ``image_list.txt``).
+``build_gallery``: gallery images + ids -> faiss index + id map.
+``search_queries``: query images -> ranked hits, optional picture, optional metrics.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..utils.logger import logger
+from .gallery import build_index, load_gallery, save_gallery, set_search_params
+from .images import ImageList, list_images, with_market_ids
+
+
+def _predictor(cfg: Dict[str, Any]):
+    from .predictor import RecPredictor
+
+    return RecPredictor.from_config(cfg)
+
+
+def predict_images(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    images = list_images(cfg["Global"]["infer_imgs"], "Global.infer_imgs")
+    predictor = _predictor(cfg)
+    start = time.time()
+    feats = predictor.extract(images.paths, normalize=cfg["RecPostProcess"]["feature_normalize"])
+    seconds = time.time() - start
+    out_dir = cfg["Global"]["output_dir"]
+    os.makedirs(out_dir, exist_ok=True)
+    feat_path, list_path = os.path.join(out_dir, "features.npy"), os.path.join(out_dir, "image_list.txt")
+    np.save(feat_path, feats)
+    with open(list_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(images.paths) + "\n")
+    logger.info(f"{len(images)} images -> features {list(feats.shape)} in {seconds:.2f}s: {feat_path}, {list_path}")
+    return {"features": feat_path, "image_list": list_path, "count": len(images), "dim": int(feats.shape[1]),
+            "seconds": round(seconds, 3)}
+
+
+def labelled_images(path: Optional[str], key: str, naming: str, image_root: Optional[str] = None,
+                    delimiter: Optional[str] = None) -> ImageList:
+    """Images with ids: a list file carries them; a folder or file gets them from Market names
+    (junk id -1 dropped, as the evaluation datasets do) unless ``naming`` is 'none'."""
+    images = list_images(path, key, image_root, delimiter)
+    from_list = str(path).lower().endswith((".txt", ".list", ".lst")) and os.path.isfile(str(path))
+    if from_list or naming == "none":
+        return images
+    return with_market_ids(images, key)
+
+
+def build_gallery(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    idx_cfg = cfg["IndexProcess"]
+    if idx_cfg["data_file"]:
+        source, key = idx_cfg["data_file"], "IndexProcess.data_file"
+    elif idx_cfg["image_root"]:
+        source, key = idx_cfg["image_root"], "IndexProcess.image_root"
+    else:
+        raise ConfigError("set IndexProcess.image_root (a gallery folder) or IndexProcess.data_file "
+                          "(a list file 'path pid [camid]')")
+    images = labelled_images(source, key, idx_cfg["naming"], idx_cfg["image_root"] if idx_cfg["data_file"] else None,
+                             idx_cfg["delimiter"])
+    predictor = _predictor(cfg)
+    start = time.time()
+    feats = predictor.extract(images.paths)
+    index = build_index(feats, idx_cfg["index_method"], nlist=idx_cfg["nlist"], nprobe=idx_cfg["nprobe"],
+                        hnsw_m=idx_cfg["hnsw_m"], ef_construction=idx_cfg["ef_construction"],
+                        ef_search=idx_cfg["ef_search"])
+    meta = {"index_method": idx_cfg["index_method"], "source": source,
+            "model_dir": cfg["Global"]["inference_model_dir"], "normalized": True,
+            "params": {k: idx_cfg[k] for k in ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search")}}
+    files = save_gallery(idx_cfg["index_dir"], index, images.paths, images.pids, images.cams, meta)
+    logger.info(f"gallery: {len(images)} images, {idx_cfg['index_method']} index, dim {feats.shape[1]}, "
+                f"{time.time() - start:.1f}s -> {idx_cfg['index_dir']}")
+    return {**files, "count": len(images), "dim": int(feats.shape[1]), "index_method": idx_cfg["index_method"]}
+
+
+def search_queries(cfg: Dict[str, Any], k: Optional[int] = None, vis: Optional[str] = None,
+                   evaluate: bool = False, protocol: str = "market") -> Dict[str, Any]:
+    """Rank the gallery for every query; ``vis`` draws a PNG, ``evaluate`` adds metrics."""
+    from .search import evaluate_queries, hits_as_records, search
+
+    idx_cfg = cfg["IndexProcess"]
+    k = int(k or idx_cfg["return_k"])
+    if k < 1:
+        raise ConfigError(f"--topk must be >= 1, got {k}")
+    gallery = load_gallery(idx_cfg["index_dir"])
+    set_search_params(gallery.index, idx_cfg["nprobe"], idx_cfg["ef_search"])
+    naming = idx_cfg["naming"] if not evaluate else "market"
+    queries = labelled_images(cfg["Global"]["infer_imgs"], "Global.infer_imgs", naming)
+    predictor = _predictor(cfg)
+    qfeats = predictor.extract(queries.paths)
+    if qfeats.shape[1] != gallery.index.d:
+        raise ConfigError(f"the model {cfg['Global']['inference_model_dir']} gives {qfeats.shape[1]}-d features "
+                          f"but the gallery {idx_cfg['index_dir']} holds {gallery.index.d}-d ones: rebuild it")
+    start = time.time()
+    scores, rows = search(gallery, qfeats, k)
+    ms = 1000 * (time.time() - start) / max(len(queries), 1)
+    results = hits_as_records(gallery, queries.paths, queries.pids, queries.cams, scores, rows, idx_cfg["score_thres"])
+    out: Dict[str, Any] = {"index_method": gallery.meta.get("index_method"), "gallery_size": len(gallery),
+                           "search_ms_per_query": round(ms, 4), "results": results}
+    if evaluate:
+        out["metrics"] = evaluate_queries(gallery, qfeats, queries.pids, queries.cams, protocol=protocol, ann_k=k)
+    if vis:
+        from .visualize import draw_results
+
+        h, w = draw_results(results, vis, k)
+        out["vis"] = {"path": vis, "height": h, "width": w}
+    return out
+
+
+def dumps(obj: Dict[str, Any]) -> str:
+    return json.dumps(obj, indent=2)

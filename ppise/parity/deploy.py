@@ -1,0 +1,165 @@
+"""Deploy parity: ppise's exported model in PaddleClas's ``RecPredictor``, in ppise's
+``deploy/python/predict_rec.py`` and in dygraph.
+
+Inputs. ``RecPredictor`` gets the very arrays the dygraph models got (the images through the
+config's evaluation transforms, ``RecPreProcess.transform_ops: []``), so its rows measure the
+exported graph and the inference engine only. ``predict_rec.py`` gets the image files and
+preprocesses them itself from the model's ``inference.yml`` (the same evaluation transforms),
+which is how a user runs it. Whether PaddleClas's deploy preprocessing ops give the same
+arrays as ppise's transforms is a separate row (``preprocess``), on the same decoded pixels.
+All features are L2-normalised before comparison, as both predictors return them.
+
+The export is legacy (``inference.pdmodel``) and ``RecPredictor`` runs in a child process
+with ``FLAGS_enable_pir_api=0``: see ``recpredictor_child``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from typing import Any, Dict, List
+
+import numpy as np
+import yaml
+
+from ..errors import PpiseError
+from .context import ParityContext
+from .report import NOTE, Row, compare_row, describe_array, max_abs_diff
+
+SECTION = "deploy"
+FEATURE_TOL = 1e-5
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CHILD_TIMEOUT = 1800
+
+
+def l2n(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def child_env(ctx: ParityContext, **extra: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    threads = str(ctx.options.cpu_threads)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env.setdefault(var, threads)
+    env.update(extra)
+    return env
+
+
+def run_child(cmd: List[str], env: Dict[str, str], what: str, log_path: str) -> subprocess.CompletedProcess:
+    """Run a tool; on failure raise with the last lines of its output (full log kept)."""
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT, cwd=REPO_ROOT)
+    with open(log_path, "w", encoding="utf-8") as f:
+        f.write(f"$ {' '.join(cmd)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise PpiseError(f"{what} exited with {proc.returncode}: {tail} (log: {log_path})")
+    return proc
+
+
+def export_legacy(ctx: ParityContext) -> str:
+    """``tools/export_model.py``'s export, format legacy, of the weights the model section checked."""
+    from ..deploy.export import export_model
+
+    cfg = copy.deepcopy(ctx.cfg)
+    out_dir = ctx.path("inference_legacy")
+    cfg["Global"].update(pretrained_model=ctx.ppise_weights, save_inference_dir=out_dir, export_format="legacy")
+    export_model(cfg)
+    return out_dir
+
+
+def recpredictor_config(ctx: ParityContext, model_dir: str) -> Dict[str, Any]:
+    """A PaddleClas ``deploy/configs/inference_rec.yaml`` for this model and these arrays."""
+    return {
+        "Global": {"rec_inference_model_dir": model_dir, "batch_size": int(ctx.batch.shape[0]), "use_gpu": ctx.options.device == "gpu",
+                   "gpu_mem": 8000, "enable_mkldnn": bool(ctx.options.mkldnn), "cpu_num_threads": int(ctx.options.cpu_threads),
+                   "enable_benchmark": False, "use_fp16": False, "use_tensorrt": False, "ir_optim": True,
+                   "enable_profile": False},
+        "RecPreProcess": {"transform_ops": []},
+        "RecPostProcess": None,
+    }
+
+
+def run_recpredictor(ctx: ParityContext, model_dir: str) -> np.ndarray:
+    cfg_path, batch_path, out_path = ctx.path("recpredictor.yaml"), ctx.path("batch.npy"), ctx.path("recpredictor_feats.npy")
+    with open(cfg_path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(recpredictor_config(ctx, model_dir), f, sort_keys=False)
+    np.save(batch_path, ctx.batch)
+    run_child([sys.executable, "-m", "ppise.parity.recpredictor_child", cfg_path, batch_path, out_path],
+              child_env(ctx, FLAGS_enable_pir_api="0"), "paddleclas RecPredictor (FLAGS_enable_pir_api=0)",
+              ctx.path("recpredictor.log"))
+    return np.load(out_path)
+
+
+def run_predict_rec(ctx: ParityContext, model_dir: str) -> np.ndarray:
+    """ppise's ``deploy/python/predict_rec.py`` on the image files, as a user runs it."""
+    list_path, out_dir = ctx.path("images.txt"), ctx.path("predict_rec")
+    with open(list_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(os.path.abspath(p) for p in ctx.image_paths) + "\n")
+    script = os.path.join(REPO_ROOT, "deploy", "python", "predict_rec.py")
+    cmd = [sys.executable, script, "-o", f"Global.infer_imgs={list_path}", "-o", f"Global.inference_model_dir={model_dir}",
+           "-o", f"Global.output_dir={out_dir}", "-o", f"Global.batch_size={len(ctx.image_paths)}",
+           "-o", f"Global.enable_mkldnn={bool(ctx.options.mkldnn)}", "-o", f"Global.cpu_num_threads={ctx.options.cpu_threads}",
+           "-o", f"Global.use_gpu={ctx.options.device == 'gpu'}"]
+    proc = run_child(cmd, child_env(ctx), "deploy/python/predict_rec.py", ctx.path("predict_rec.log"))
+    summary = json.loads(proc.stdout)
+    with open(summary["image_list"], encoding="utf-8") as f:
+        listed = [line.strip() for line in f if line.strip()]
+    if [os.path.realpath(p) for p in listed] != [os.path.realpath(p) for p in ctx.image_paths]:
+        raise PpiseError(f"predict_rec.py listed {listed} instead of {ctx.image_paths}")
+    return np.load(summary["features"])
+
+
+def paddleclas_preprocess(ctx: ParityContext) -> np.ndarray:
+    """The evaluation transforms as PaddleClas's deploy preprocessing ops, on the decoded pixels."""
+    from paddleclas.deploy.python.preprocess import create_operators
+
+    ops_cfg = copy.deepcopy(ctx.cfg["DataLoader"]["Eval"]["Query"]["dataset"]["transform_ops"])
+    if not any("ToCHWImage" in op for op in ops_cfg):
+        ops_cfg.append({"ToCHWImage": None})
+    ops = create_operators(ops_cfg)
+    out = []
+    for img in ctx.decoded:  # PaddleClas's ops take one image at a time
+        for op in ops:
+            img = op(img)
+        out.append(np.asarray(img, np.float32))
+    return np.stack(out)
+
+
+def run_deploy_section(ctx: ParityContext) -> List[Row]:
+    if ctx.ppise_weights is None:
+        raise PpiseError("the deploy section needs the model section's weights (run with the model section)")
+    rows: List[Row] = []
+    n = len(ctx.image_paths)
+    try:
+        pc_arrays = paddleclas_preprocess(ctx)
+        rows.append(compare_row(SECTION, f"preprocess ({n} images)", "deploy ops " + describe_array(pc_arrays),
+                                "eval transforms " + describe_array(ctx.batch), max_abs_diff(pc_arrays, ctx.batch),
+                                FEATURE_TOL, "PaddleClas deploy/python/preprocess.py ops built from the config's "
+                                "evaluation transform_ops (+ ToCHWImage) vs ppise's transforms, same decoded pixels"))
+    except Exception as err:  # noqa: BLE001 - an op PaddleClas deploy lacks: say so, keep going
+        rows.append(Row(SECTION, "preprocess", "n/a", "", status=NOTE,
+                        detail=f"PaddleClas's deploy ops cannot run this config's transforms ({type(err).__name__}: {err})"))
+    model_dir = export_legacy(ctx)
+    rows.append(Row(SECTION, "export (legacy inference.pdmodel)", "", os.path.basename(model_dir), status=NOTE,
+                    detail=f"ppise export_model, Global.export_format=legacy -> {model_dir}; RecPredictor runs it in a "
+                           "child process with FLAGS_enable_pir_api=0 (its enable_memory_optim() fails on PIR models "
+                           "on Paddle 3.x, issue #75496); RecPredictor is fed the dygraph input arrays, predict_rec.py "
+                           "the image files"))
+    rec = l2n(run_recpredictor(ctx, model_dir))
+    ppr = l2n(run_predict_rec(ctx, model_dir))
+    dy_pp, dy_pc = l2n(ctx.dygraph["ppise"]), l2n(ctx.dygraph["paddleclas"])
+    # (check, paddleclas column, ppise column, a, b)
+    pairs = [
+        ("RecPredictor vs ppise dygraph", "RecPredictor(ppise export)", "dygraph", rec, dy_pp),
+        ("predict_rec.py vs ppise dygraph", "", "predict_rec.py vs dygraph", ppr, dy_pp),
+        ("RecPredictor vs predict_rec.py", "RecPredictor(ppise export)", "predict_rec.py", rec, ppr),
+        ("paddleclas dygraph vs RecPredictor", "dygraph vs RecPredictor", "(ppise export)", dy_pc, rec),
+    ]
+    for item, pc_text, pp_text, a, b in pairs:
+        rows.append(compare_row(SECTION, f"{item} ({a.shape[0]} images, L2-normed)", pc_text,
+                                pp_text, max_abs_diff(a, b), FEATURE_TOL))
+    return rows

@@ -1,0 +1,72 @@
+"""Run the parity sections in order and collect their rows.
+
+``model`` always runs first: it produces the weights file every later section uses (the
+exact tensors ppise loaded, after any ``--perturb``) and the dygraph reference features.
+A section that crashes becomes a FAIL row with the reason; the others still run, so the
+table is always complete. User mistakes found before any work (bad config, missing
+weights) are raised as ppise errors instead.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Callable, Dict, List, Tuple
+
+from ..errors import ConfigError
+from ..utils.logger import logger
+from .context import ParityContext, ParityOptions, build_context
+from .report import Row, error_row
+
+SECTIONS = ("model", "deploy", "metrics", "roundtrip")
+
+
+def _section_runners() -> Dict[str, Callable[[ParityContext], List[Row]]]:
+    from .deploy import run_deploy_section
+    from .metrics import run_metrics_section
+    from .model import run_model_section
+    from .roundtrip import run_roundtrip_section
+
+    return {"model": run_model_section, "deploy": run_deploy_section, "metrics": run_metrics_section,
+            "roundtrip": run_roundtrip_section}
+
+
+def check_options(opts: ParityOptions) -> None:
+    unknown = [s for s in opts.sections if s not in SECTIONS]
+    if unknown or not opts.sections:
+        raise ConfigError(f"--sections {','.join(opts.sections)}: choose from {','.join(SECTIONS)}")
+    if opts.device not in ("cpu", "gpu"):
+        raise ConfigError(f"--device must be cpu or gpu, got {opts.device!r}")
+    if opts.weights:
+        from ..utils.weights import resolve_weights_path
+
+        resolve_weights_path(opts.weights, "--weights")
+    if opts.expect_market is not None and len(opts.expect_market) != 2:
+        raise ConfigError("--expect-market takes two numbers: MAP RANK1 (percent)")
+
+
+def run_parity(opts: ParityOptions, keep_work_dir: bool = False) -> Tuple[List[Row], ParityContext]:
+    """All requested sections; returns the rows (setup notes first) and the context."""
+    check_options(opts)
+    from ..utils.device import setup_device
+
+    ctx = build_context(opts)
+    setup_device(ctx.cfg["Global"])
+    rows: List[Row] = list(ctx.notes)
+    runners = _section_runners()
+    wanted = ["model"] + [s for s in SECTIONS if s in opts.sections and s != "model"]
+    try:
+        for name in wanted:
+            start = time.time()
+            try:
+                got = runners[name](ctx)
+            except Exception as err:  # noqa: BLE001 - reported as a FAIL row, the table stays whole
+                logger.exception(f"parity section {name} failed")
+                got = [error_row(name, err)]
+            if name == "model" and "model" not in opts.sections:
+                got = [r for r in got if r.failed]  # needed by the others; shown only when it fails
+            rows += got
+            logger.info(f"parity section {name}: {time.time() - start:.1f}s")
+    finally:
+        if not opts.work_dir and not keep_work_dir:
+            shutil.rmtree(ctx.work_dir, ignore_errors=True)
+    return rows, ctx
