@@ -307,6 +307,7 @@ def test_pk_sampler_structure():
     labels, cams = _pseudo_labels(num_ids=8, per_id=5, outliers=5)
     s = build_sampler({"name": "PKSampler", "batch_size": 12, "sample_per_id": 3}, labels, cams,
                       "DataLoader.Train.sampler", seed=2)
+    assert isinstance(s, PKSampler)
     batches = list(s)
     assert len(batches) == len(s) == (labels >= 0).sum() // 12
     for b in batches:
@@ -351,7 +352,8 @@ def test_dataloader_with_two_workers(root):
         np.testing.assert_array_equal(camids.numpy(), ds.cameras[idx.numpy()])
 
 
-def test_worker_data_error_keeps_the_path(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_worker_data_error_keeps_the_path(tmp_path, workers):
     folder = tmp_path / MARKET / "bounding_box_test"
     for k in range(6):
         _write(str(folder), f"{k + 1:04d}_c1s1_000000_00.jpg", k)
@@ -361,7 +363,7 @@ def test_worker_data_error_keeps_the_path(tmp_path):
     sampler = build_sampler({"name": "DistributedBatchSampler", "batch_size": 4}, ds.labels, ds.cameras,
                             "DataLoader.Eval.Gallery.sampler")
     with pytest.raises(DataError) as info:
-        list(build_dataloader(ds, sampler, {"num_workers": 2}))
+        list(build_dataloader(ds, sampler, {"num_workers": workers}))
     assert str(bad) in str(info.value)
 
 

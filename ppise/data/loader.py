@@ -6,14 +6,17 @@ from the main process's numpy RNG every time an iterator starts, so seeding the 
 makes augmentation reproducible and different per epoch; ``seed_worker`` re-applies that seed
 explicitly.
 
-Worker errors: paddle 3.3 re-raises a worker's exception inside its background reader thread,
-and the main thread only sees ``SystemError: Blocking queue is killed``, losing the message.
-``DataLoader`` below records the errors raised in that thread (through a chained
-``threading.excepthook``) and re-raises them in the main thread with the worker's own message,
-so a DataError still names the unreadable image.
+Errors keep their type and message. With ``num_workers: 0`` batches load in the calling
+thread (paddle's single-process iterator reads in a thread that dies silently on a dataset
+error and leaves the main thread blocked forever). With workers, paddle 3.3 re-raises a
+worker's exception in its background reader thread and the main thread only sees
+``SystemError: Blocking queue is killed``; ``DataLoader`` records the reader thread's error
+(chained ``threading.excepthook``) and re-raises it in the main thread with the worker's own
+message, so a DataError still names the unreadable image.
 """
 from __future__ import annotations
 
+import gc
 import random
 import threading
 import time
@@ -21,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import paddle
+from paddle.io.dataloader.collate import default_collate_fn
 
 from ..errors import ConfigError, PpiseError
 from ..registry import DATASETS, SAMPLERS
@@ -125,6 +129,8 @@ class DataLoader(paddle.io.DataLoader):
     """``paddle.io.DataLoader`` whose worker errors keep their type and message."""
 
     def __iter__(self) -> Iterator[Any]:
+        if self.num_workers == 0:
+            return self._in_main_thread()
         global _previous_hook
         if threading.excepthook is not _capture_hook:  # chain whatever hook is current
             _previous_hook, threading.excepthook = threading.excepthook, _capture_hook
@@ -132,10 +138,18 @@ class DataLoader(paddle.io.DataLoader):
 
     __call__ = __iter__
 
+    def _in_main_thread(self) -> Iterator[List[paddle.Tensor]]:
+        """num_workers=0: load here. Paddle's single-process iterator reads in a thread that
+        dies silently on a dataset error, leaving the main thread blocked forever."""
+        collate = self.collate_fn or default_collate_fn
+        for indices in self.batch_sampler:
+            yield [paddle.to_tensor(field) for field in collate([self.dataset[i] for i in indices])]
+
     def _guarded(self, it: Iterator[Any]) -> Iterator[Any]:
         _active[0] += 1
         try:
             while True:
+                failure = None
                 try:
                     batch = next(it)
                 except StopIteration:
@@ -145,7 +159,16 @@ class DataLoader(paddle.io.DataLoader):
                     worker_err = self._wait_for_thread_error(err)
                     if worker_err is None:
                         raise
-                    raise _rebuild(worker_err) from None
+                    failure, worker_err = _rebuild(worker_err), None
+                if failure is not None:
+                    # The reader thread's traceback reaches paddle's iterator through reference
+                    # cycles. Garbage still alive at the next fork is collected inside the new
+                    # workers, where destroying the iterator's queue deadlocks
+                    # (pthread_cond_destroy). So drop every reference, collect now, and raise
+                    # outside the except block (no __context__ pointing back at it).
+                    it = None
+                    gc.collect()
+                    raise failure
                 yield batch
         finally:
             _active[0] -= 1
@@ -153,7 +176,7 @@ class DataLoader(paddle.io.DataLoader):
     @staticmethod
     def _wait_for_thread_error(err: Exception, timeout: float = 5.0) -> Optional[BaseException]:
         if isinstance(err, PpiseError):
-            return None  # raised in this thread (num_workers=0): already the right error
+            return None  # raised in this thread: already the right error
         deadline = time.monotonic() + timeout  # the reader thread kills the queue just before raising
         while not _thread_errors and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -11,7 +11,7 @@ k cells with PAD between + PAD`` wide.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
 import cv2
 import numpy as np

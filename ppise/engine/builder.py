@@ -9,7 +9,7 @@ from ..config import get, save as save_config
 from ..errors import ConfigError, TrainingError
 from ..utils import dist
 from ..utils.logger import get_logger, logger
-from .hooks import CheckpointHook, ClusterHook, EvalHook, LoggerHook
+from .hooks import CheckpointHook, ClusterHook, EvalHook, LoggerHook, RankConsistencyHook
 from .hooks.checkpoint import model_dir_of
 from .trainer import Trainer
 
@@ -80,8 +80,18 @@ def build_model_from_config(cfg: Dict[str, Any]):
         backbone["pretrained"] = False
     model = build_model(cfg["Arch"])
     if glob.get("pretrained_model"):
-        report = load_pretrained(model, glob["pretrained_model"], strict=False)
-        logger.info(f"loaded weights {glob['pretrained_model']}: {report}")
+        # strict on everything retrieval uses; a classifier head (PaddleClas's FC) may differ
+        report = load_pretrained(model, glob["pretrained_model"], strict=True, skip_prefixes=("head.",))
+        head_keys = [k for k in model.state_dict() if k.startswith("head.")]
+        if head_keys:  # a classifier head loads when the file has a matching one
+            import paddle
+
+            state = paddle.load(report["path"])
+            own = model.state_dict()
+            fitting = {k: state[k] for k in head_keys if k in state and list(state[k].shape) == list(own[k].shape)}
+            model.set_state_dict(fitting)
+            report["loaded"] += len(fitting)
+        logger.info(f"loaded {report['loaded']} tensors from {report['path']} (strict except head.*)")
     return model
 
 
@@ -114,7 +124,7 @@ def build_trainer(cfg: Dict[str, Any]) -> Trainer:
     optimizer, scheduler = build_optimizer(cfg["Optimizer"], model.parameters(), iters, int(glob["epochs"]))
     wrapped = paddle.DataParallel(model) if dist.world_size() > 1 else model
 
-    hooks = [ClusterHook(cfg), CheckpointHook(cfg, model_dir_of(cfg)), LoggerHook(cfg)]
+    hooks = [ClusterHook(cfg), RankConsistencyHook(), CheckpointHook(cfg, model_dir_of(cfg)), LoggerHook(cfg)]
     if glob["eval_during_train"]:
         hooks.append(EvalHook(cfg))
     trainer = Trainer(cfg, wrapped, optimizer, scheduler, losses, train_set, hooks, iters)

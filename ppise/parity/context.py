@@ -61,6 +61,7 @@ class ParityContext:
     # filled by the model section, read by the later ones
     ppise_weights: Optional[str] = None
     dygraph: Dict[str, np.ndarray] = field(default_factory=dict)
+    paddleclas_shapes: Dict[str, tuple] = field(default_factory=dict)  # full official Arch, key -> shape
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.work_dir, *parts)
@@ -161,7 +162,11 @@ def prepare_data(opts: ParityOptions, work_dir: str) -> tuple:
         if not os.path.isdir(opts.data):
             raise DataError(f"--data {opts.data!r} is not a folder (give the dataset image_root, the folder that "
                             "holds market1501/Market-1501-v15.09.15 or msmt17/MSMT17_V1)")
-        return opts.data, None
+        if os.path.isdir(os.path.join(opts.data, "bounding_box_test")):
+            up = os.path.dirname(os.path.dirname(os.path.abspath(opts.data)))
+            raise DataError(f"--data {opts.data!r} is the dataset folder itself; give its image_root (the folder "
+                            f"holding market1501/Market-1501-v15.09.15, PaddleClas's image_root), e.g. --data {up}")
+        return os.path.abspath(opts.data), None
     from ..data.synthetic import dataset_present, make_synthetic_reid
 
     root = os.path.join(work_dir, "synthetic")

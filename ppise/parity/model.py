@@ -8,8 +8,7 @@ preprocessed images and every output (backbone, neck, features, logits) is compa
 
 paddleclas's random init leaves every BatchNorm as an identity (weight 1, bias 0, running
 mean 0, running variance 1), so a BN tensor loaded into the wrong slot would change nothing.
-The generated weights therefore get random BN affine parameters and measured, jittered
-statistics first (``randomize_batchnorm``).
+The generated weights therefore get random BN affine parameters and statistics first (``randomize_batchnorm``).
 """
 from __future__ import annotations
 
@@ -57,36 +56,41 @@ def _batchnorms(model) -> list:
 def randomize_batchnorm(model, batch: np.ndarray, seed: int) -> int:
     """Give every BN layer trained-looking, distinct tensors; returns the number of BN layers.
 
-    Random affine weight and bias, then running statistics measured on ``batch`` (one
-    train-mode pass with momentum 0, as training would estimate them, which keeps
-    activations at a realistic scale), then jittered so no statistic is exactly a batch
-    moment. Layer order is fixed, so the same seed gives the same tensors.
+    Weight and bias are random. Running statistics are set in one eval-mode pass over
+    ``batch``: just before each BN runs, a hook reads the scale of its actual input (mean and
+    variance pooled over all channels) and sets per-channel statistics scattered around it.
+    Activations thus stay at a trained-like scale (a random ResNet-50 otherwise reaches
+    ~1e4) while no channel is centred on these very images, which would make the features
+    cancellation-prone and their float32 round-off 100x larger than a real model's. Layer
+    order is fixed, so a seed always gives the same tensors.
     """
     import paddle
 
     rng = np.random.default_rng(seed)
     bns = _batchnorms(model)
-    momenta = []
+
+    def set_stats(layer, inputs):
+        x = inputs[0].numpy().astype(np.float64)
+        axes = tuple(i for i in range(x.ndim) if i != 1)
+        n = int(layer._mean.shape[0])
+        scale = float(np.mean(np.var(x, axis=axes))) + 1e-6
+        centre = float(np.mean(x))
+        layer._variance.set_value(paddle.to_tensor((scale * rng.uniform(0.5, 1.5, n)).astype(np.float32)))
+        layer._mean.set_value(paddle.to_tensor((centre + np.sqrt(scale) * rng.normal(0.0, 0.1, n)).astype(np.float32)))
+
     for layer in bns:
         n = int(layer._mean.shape[0])
         layer.weight.set_value(paddle.to_tensor(rng.uniform(0.5, 1.5, n).astype(np.float32)))
         if getattr(layer, "bias", None) is not None:
             layer.bias.set_value(paddle.to_tensor(rng.normal(0.0, 0.1, n).astype(np.float32)))
-        momenta.append(layer._momentum)
-        layer._momentum = 0.0
-    model.train()
+    hooks = [layer.register_forward_pre_hook(set_stats) for layer in bns]
+    model.eval()
     try:
         with paddle.no_grad():
-            model(paddle.to_tensor(np.concatenate([batch, batch[:, :, :, ::-1]])))
+            model(paddle.to_tensor(batch))
     finally:
-        for layer, momentum in zip(bns, momenta):
-            layer._momentum = momentum
-        model.eval()
-    for layer in bns:
-        var = layer._variance.numpy()
-        layer._variance.set_value(paddle.to_tensor((var * rng.uniform(0.8, 1.25, var.shape)).astype(np.float32)))
-        jitter = rng.normal(0.0, 0.05, var.shape) * np.sqrt(var)
-        layer._mean.set_value(paddle.to_tensor((layer._mean.numpy() + jitter).astype(np.float32)))
+        for hook in hooks:
+            hook.remove()
     return len(bns)
 
 
@@ -101,11 +105,13 @@ def forward_outputs(model, batch: np.ndarray) -> Dict[str, np.ndarray]:
 
 
 def shapes(state: Dict[str, Any]) -> Dict[str, Tuple[int, ...]]:
-    return {k: tuple(int(d) for d in (v.shape if hasattr(v, "shape") else np.shape(v))) for k, v in state.items()}
+    """Key -> shape of a state dict (tensors or arrays); a key -> shape tuple map is returned as is."""
+    return {k: v if isinstance(v, tuple) else tuple(int(d) for d in (v.shape if hasattr(v, "shape") else np.shape(v)))
+            for k, v in state.items()}
 
 
 def key_report(file_state: Dict[str, Any], model_state: Dict[str, Any]) -> Dict[str, List]:
-    """Strict comparison of a weights file with a model: missing, unexpected, shape mismatches."""
+    """Strict comparison of a weights file with a model (state dicts or key -> shape maps)."""
     fs, ms = shapes(file_state), shapes(model_state)
     return {"missing": sorted(k for k in ms if k not in fs), "unexpected": sorted(k for k in fs if k not in ms),
             "mismatched": sorted(f"{k} {list(fs[k])} vs {list(ms[k])}" for k in ms if k in fs and fs[k] != ms[k])}
@@ -178,9 +184,9 @@ def run_model_section(ctx: ParityContext) -> List[Row]:
         paddle.save(pc.state_dict(), weights)
         rows.append(Row(SECTION, "weights", "random init saved", "", status=NOTE,
                         detail=f"no --weights: paddleclas's random initialisation saved to {weights}, its {n_bn} "
-                               "BatchNorm layers given random weight/bias and running statistics measured on "
-                               "the check's images, then jittered (at init BN is an identity, which would hide "
-                               "a misplaced BN tensor)"))
+                               "BatchNorm layers given random weight/bias and running statistics scattered "
+                               "around the scale of their input (at init BN is an identity, which would hide a "
+                               "misplaced BN tensor)"))
     pp = build_ppise_model(ctx.cfg["Arch"])
     file_keys = set(paddle.load(weights).keys()) if opts.weights else set(pc.state_dict())
     skip = ("head.",) if head_keys(pp.state_dict()) and not head_keys(file_keys) else ()
@@ -193,6 +199,7 @@ def run_model_section(ctx: ParityContext) -> List[Row]:
         rows.append(check_row(SECTION, "weights -> ppise RecModel (strict)", "", "refused", False, str(err)))
         return rows
     pc_state, pp_state = shapes(pc.state_dict()), shapes(pp.state_dict())
+    ctx.paddleclas_shapes = pc_state
     same = pc_state == pp_state
     diff_keys = sorted(set(pc_state) ^ set(pp_state)) + sorted(k for k in pc_state if k in pp_state and pc_state[k] != pp_state[k])
     rows.append(check_row(SECTION, "state-dict keys and shapes", f"{len(pc_state)} tensors", f"{len(pp_state)} tensors",

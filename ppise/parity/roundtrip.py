@@ -13,9 +13,7 @@ difference is the head's tensors, named in the table. Nothing is skipped silentl
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
-
-import numpy as np
+from typing import Any, Dict, List
 
 from ..config import get_config
 from ..errors import ConfigError
@@ -78,11 +76,11 @@ def ppise_to_paddleclas(ctx: ParityContext, arch: Dict[str, Any]) -> List[Row]:
     rows.append(check_row(SECTION, "ppise ISE ckpt -> paddleclas RecModel, inference branch (strict)",
                           report_text(rep), f"{len(state)} tensors ({how})", is_clean(rep),
                           f"checkpoint {path}; PaddleClas RecModel from {ctx.options.config} without Head"))
-    full = build_paddleclas_model(ctx.cfg)
-    rep_full = key_report(state, full.state_dict())
-    heads = head_keys(full.state_dict())
+    full_shapes = ctx.paddleclas_shapes or shapes(build_paddleclas_model(ctx.cfg).state_dict())
+    rep_full = key_report(state, full_shapes)
+    heads = head_keys(full_shapes)
     only_head = rep_full["missing"] == heads and not rep_full["unexpected"] and not rep_full["mismatched"]
-    head_shapes = ", ".join(f"{k} {list(v)}" for k, v in shapes(full.state_dict()).items() if k in heads)
+    head_shapes = ", ".join(f"{k} {list(v)}" for k, v in full_shapes.items() if k in heads)
     rows.append(check_row(SECTION, "ppise ISE ckpt -> full official Arch (with Head)", report_text(rep_full),
                           "no head tensors", only_head or is_clean(rep_full),
                           f"the only tensors the checkpoint lacks are the official Head's ({head_shapes}): the "
@@ -109,6 +107,18 @@ def paddleclas_to_ppise(ctx: ParityContext, arch: Dict[str, Any]) -> List[Row]:
     paddle.save(full_state, full_path)
     paddle.save({k: v for k, v in full_state.items() if k not in heads}, branch_path)
     pp = build_ppise_model(arch, where="Arch (--train-config)")
+    if heads:  # strict refusal happens before any tensor is set, so the same model is reused below
+        try:
+            load_pretrained(pp, full_path, strict=True, config_key="paddleclas weights")
+            ok, text = False, "accepted the head"  # an ISE model has no head tensors: strict must refuse
+        except ConfigError as err:
+            ok = all(k in str(err) for k in heads[:2]) and "unexpected" in str(err)
+            text = f"refused: {len(heads)} unexpected head.*"
+        rows.append(check_row(SECTION, "paddleclas full weights -> ppise ISE model (strict)", f"{len(full_state)} tensors",
+                              text, ok, "strict loading names the official Head's tensors as unexpected; "
+                              "load_pretrained(..., skip_prefixes=('head.',)) drops them explicitly"))
+        if not ok:
+            pp = build_ppise_model(arch, where="Arch (--train-config)")
     try:
         rep = load_pretrained(pp, branch_path, strict=True, config_key="paddleclas weights")
         rows.append(check_row(SECTION, "paddleclas inference branch -> ppise ISE model (strict)",
@@ -118,17 +128,6 @@ def paddleclas_to_ppise(ctx: ParityContext, arch: Dict[str, Any]) -> List[Row]:
         rows.append(check_row(SECTION, "paddleclas inference branch -> ppise ISE model (strict)", "", "refused", False,
                               str(err)))
         return rows
-    if heads:
-        pp_full = build_ppise_model(arch, where="Arch (--train-config)")
-        try:
-            load_pretrained(pp_full, full_path, strict=True, config_key="paddleclas weights")
-            ok, text = False, "accepted the head"  # an ISE model has no head tensors: strict must refuse
-        except ConfigError as err:
-            ok = all(k in str(err) for k in heads[:2]) and "unexpected" in str(err)
-            text = f"refused: {len(heads)} unexpected head.*"
-        rows.append(check_row(SECTION, "paddleclas full weights -> ppise ISE model (strict)", f"{len(full_state)} tensors",
-                              text, ok, "strict loading names the official Head's tensors as unexpected; "
-                              "load_pretrained(..., skip_prefixes=('head.',)) drops them explicitly"))
     a = forward_outputs(pc, ctx.batch)["features"]
     b = forward_outputs(pp, ctx.batch)["features"]
     rows.append(compare_row(SECTION, f"features, paddleclas vs ppise ISE model ({len(a)} images)", describe_array(a),

@@ -3,7 +3,8 @@
 ``model`` always runs first: it produces the weights file every later section uses (the
 exact tensors ppise loaded, after any ``--perturb``) and the dygraph reference features.
 A section that crashes becomes a FAIL row with the reason; the others still run, so the
-table is always complete. User mistakes found before any work (bad config, missing
+table is always complete. The temporary work folder is removed after a clean run and kept
+(its path logged) when anything failed, for the child processes' logs. User mistakes found before any work (bad config, missing
 weights) are raised as ppise errors instead.
 """
 from __future__ import annotations
@@ -67,6 +68,9 @@ def run_parity(opts: ParityOptions, keep_work_dir: bool = False) -> Tuple[List[R
             rows += got
             logger.info(f"parity section {name}: {time.time() - start:.1f}s")
     finally:
-        if not opts.work_dir and not keep_work_dir:
+        failed = any(r.failed for r in rows)
+        if not opts.work_dir and not keep_work_dir and not failed:
             shutil.rmtree(ctx.work_dir, ignore_errors=True)
+        elif not opts.work_dir:
+            logger.info(f"parity artifacts (logs, features, exported model) kept in {ctx.work_dir}")
     return rows, ctx

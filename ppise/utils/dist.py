@@ -46,6 +46,17 @@ def all_gather_numpy(array: np.ndarray) -> List[np.ndarray]:
     return list(objs)
 
 
+def all_gather_object(obj: Any) -> List[Any]:
+    """Gather any picklable object from every rank (rank order)."""
+    if world_size() == 1:
+        return [obj]
+    import paddle.distributed as dist
+
+    objs: List[Any] = []
+    dist.all_gather_object(objs, obj)
+    return list(objs)
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     if world_size() == 1:
         return obj

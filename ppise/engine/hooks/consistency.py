@@ -1,0 +1,63 @@
+"""RankConsistencyHook: make, and prove, every rank hold the same weights and memory.
+
+Data-parallel training keeps parameters equal through the gradient all-reduce, and the
+cluster memory equal because every rank updates it with the gathered batch. BatchNorm
+running statistics are not covered by either, so after each epoch they are averaged over
+ranks (what a single process would have estimated from the whole batch stream). Then a
+digest of every tensor of the model and of the memory is gathered and compared: checked,
+not assumed.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from ...errors import TrainingError
+from ...registry import HOOKS
+from ...utils import dist
+from ...utils.logger import logger
+from .base import Hook
+
+
+def average_buffers(model) -> None:
+    """All-reduce-average the non-trainable float tensors (BN running mean / variance)."""
+    import paddle
+    import paddle.distributed as pdist
+
+    world = dist.world_size()
+    with paddle.no_grad():
+        for buf in model.buffers():
+            if buf is None or not paddle.is_floating_point(buf):
+                continue
+            total = buf.clone()
+            pdist.all_reduce(total, op=pdist.ReduceOp.SUM)
+            buf.set_value(total / world)
+
+
+def state_digest(trainer) -> dict:
+    """SHA-1 of the model's parameters/buffers and of the cluster memory, bit for bit."""
+    weights = hashlib.sha1()
+    for name, tensor in sorted(trainer.net.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(np.ascontiguousarray(tensor.numpy()).tobytes())
+    memory = hashlib.sha1(np.ascontiguousarray(trainer.memory.memory_state()).tobytes())
+    return {"weights": weights.hexdigest(), "memory": memory.hexdigest()}
+
+
+@HOOKS.register
+class RankConsistencyHook(Hook):
+    priority = 20  # before evaluation and checkpoints: both must see the synchronised model
+
+    def after_epoch(self, trainer) -> None:
+        if dist.world_size() == 1:
+            return
+        average_buffers(trainer.net)
+        digests = dist.all_gather_object(state_digest(trainer))
+        for key in ("weights", "memory"):
+            values = {d[key] for d in digests}
+            if len(values) != 1:
+                raise TrainingError(f"epoch {trainer.epoch}: {key} differ across ranks ({sorted(values)}); data-parallel state diverged")
+        trainer.epoch_record["ranks_consistent"] = True
+        trainer.epoch_record["state_digest"] = digests[0]
+        logger.info(f"epoch {trainer.epoch}: weights and memory identical on {len(digests)} ranks")
