@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
@@ -61,15 +62,37 @@ CLUSTER_DEFAULTS: Dict[str, Any] = {
 }
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader as users expect it: ``1e-4`` is a float (YAML 1.2), a date-like text stays text."""
+
+
+_Loader.yaml_implicit_resolvers = {  # no implicit timestamps: '2001-02-30' would raise ValueError
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+# What a malformed document can raise from inside PyYAML besides YAMLError: explicit tags
+# with bad values (!!int x -> ValueError, !!timestamp x -> AttributeError), very deep nesting.
+_YAML_FAILURES = (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError, RecursionError)
+
+
+def _safe_load(text: Any) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
 def load_yaml(path: str) -> Dict[str, Any]:
     """Read a YAML mapping; a missing or malformed file is a ConfigError naming it."""
     if not path or not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path!r}")
     try:
         with open(path, "r", encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+            data = _safe_load(f)
+    except _YAML_FAILURES as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {type(err).__name__}: {str(err)[:500]}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from err
     if data is None:
@@ -89,9 +112,9 @@ def parse_override(text: str) -> Tuple[List[str], Any]:
     if not key or any(p.strip() == "" for p in parts):
         raise ConfigError(f"override {text!r}: empty key name in {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else ""
-    except yaml.YAMLError:
-        value = raw  # not YAML (e.g. a path with ': '), keep the plain string
+        value = _safe_load(raw) if raw.strip() != "" else ""
+    except _YAML_FAILURES:
+        value = raw  # not YAML (e.g. a path with ': ', '!!int x'), keep the plain string
     return [p.strip() for p in parts], value
 
 
@@ -164,6 +187,8 @@ def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
         if cfg[section] is not None and not isinstance(cfg[section], (dict, list)):
             raise ConfigError(f"section {section} must be a mapping, got {cfg[section]!r}")
     glob = cfg.get("Global") or {}
+    if not isinstance(glob, dict):
+        raise ConfigError(f"section Global must be a mapping of keys, got {glob!r}")
     cfg["Global"] = glob
     for key, value in list(glob.items()):
         if key not in GLOBAL_SCHEMA:
@@ -190,6 +215,11 @@ def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
         for key, default in CLUSTER_DEFAULTS.items():
             cluster.setdefault(key, default)
             _check_type(cluster[key], (type(default),) if not isinstance(default, float) else (float, int), f"Cluster.{key}")
+        if not cluster["eps"] > 0:  # also refuses nan
+            raise ConfigError(f"Cluster.eps must be > 0 (the DBSCAN radius on Jaccard distances), got {cluster['eps']!r}")
+        for key in ("k1", "k2", "min_samples"):
+            if cluster[key] < 1:
+                raise ConfigError(f"Cluster.{key} must be >= 1, got {cluster[key]!r}")
     return cfg
 
 
@@ -197,8 +227,9 @@ def get(cfg: Dict[str, Any], path: str, default: Any = ConfigError) -> Any:
     """Read ``A.b.0.c``; without a default a missing key raises ConfigError naming the path."""
     node: Any = cfg
     for part in path.split("."):
-        if isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
-            node = node[int(part)]
+        idx = _as_int(part) if isinstance(node, list) else None
+        if idx is not None and -len(node) <= idx < len(node):
+            node = node[idx]
         elif isinstance(node, dict) and part in node:
             node = node[part]
         else:
@@ -206,6 +237,13 @@ def get(cfg: Dict[str, Any], path: str, default: Any = ConfigError) -> Any:
                 raise ConfigError(f"missing required config key {path}")
             return default
     return node
+
+
+def _as_int(text: str) -> Optional[int]:
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def require(cfg: Dict[str, Any], *paths: str) -> None:

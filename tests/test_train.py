@@ -54,11 +54,12 @@ def test_refuses_to_overwrite_another_run(full_run, data):
 
 
 def _wait_for(path: str, proc: subprocess.Popen, timeout: float = 240) -> None:
+    """Poll for ``path`` (checkpoint files appear by atomic rename, so existence means complete)."""
     start = time.time()
     while not os.path.exists(path):
         assert proc.poll() is None, f"training ended early: {proc.stdout.read()[-2000:]}"
         assert time.time() - start < timeout, f"{path} never appeared"
-        time.sleep(0.2)
+        time.sleep(0.02)
 
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(full_run, data, tmp_path):
@@ -72,11 +73,10 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(full_run, data, tmp
         args += ["-o", o]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONWARNINGS="ignore"))
-    _wait_for(os.path.join(out, "RecModel", "epoch_1.pdstates"), proc)
-    time.sleep(1.0)  # well inside epoch 2 (clustering or training)
-    proc.send_signal(signal.SIGKILL)
+    _wait_for(os.path.join(out, "RecModel", "latest.pdstates"), proc)  # the first latest: epoch 1
+    proc.send_signal(signal.SIGKILL)  # epoch 2 has just begun (clustering)
     proc.wait()
-    assert [r["epoch"] for r in read_log(out)] == [1]
+    assert [r["epoch"] for r in read_log(out)] in ([], [1])  # the log line may follow the checkpoint
 
     latest = os.path.join(out, "RecModel", "latest")
     states = paddle.load(latest + ".pdstates")

@@ -33,6 +33,7 @@ def tiny_overrides(data: str, out: str, epochs: int = 2, iters: int = 4, workers
         "DataLoader.Train.sampler.batch_size=16",
         "Arch.Backbone.widths=[8,16,16,32]",
         "Arch.Backbone.stem_channels=8",
+        "Arch.Backbone.out_channels=32",
         "Arch.Neck.num_features=32",
         "Loss.Train.0.ClusterMemoryLoss.num_features=32",
         "Cluster.k1=10",

@@ -28,6 +28,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_device(glob)
     dist.init_distributed()
     ensure_dataset(cfg)
+    from ppise.utils.seed import seed_everything
+
+    seed_everything(int(glob.get("seed") or 0))  # a random-init evaluation is reproducible too
     model = build_model_from_config(cfg)
     if not glob.get("pretrained_model"):
         logger.warning("Global.pretrained_model is not set: evaluating a randomly initialised model")

@@ -2,8 +2,13 @@
 
 Person ids are kept raw (no relabelling): ppise learns from pseudo labels, and true ids
 only serve diagnostics and evaluation. Junk images (id -1) are dropped, cameras are 0-based.
-An unreadable image raises DataError naming its path; PaddleClas instead logs and silently
-returns a random other image, which hides broken datasets.
+
+Bad files are found when the dataset is built (``ppise.data.integrity``): empty, truncated
+or undecodable images and file names that break the ``<pid>_c<camera>...`` rule are listed
+in the log (and in ``{output_dir}/bad_images.txt``) and skipped; above
+``max_bad_image_ratio`` of the folder (default 1%) the dataset refuses to build. An image
+that goes bad later raises DataError naming its path when read. PaddleClas instead logs and
+silently returns a random other image, which hides broken datasets.
 """
 from __future__ import annotations
 
@@ -19,24 +24,35 @@ from PIL import Image
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
 from ..utils.logger import logger
+from .integrity import check_images, normalize_mode, write_report
 from .transforms import Compose, build_transforms
+
+MAX_LISTED = 10  # bad files named in the log; the report file holds all of them
 
 
 class PersonDataset(Dataset):
     """Shared loader: sorted ``*.jpg`` glob, file-name regex -> (pid, camera)."""
 
     dataset_dir = ""  # relative to image_root
-    pattern = re.compile(r"([-\d]+)_c(\d+)")
+    pattern = re.compile(r"(-1|\d+)_c(\d+)")  # matched at the start of the file name
 
     def __init__(self, image_root: str, cls_label_path: str,
                  transform_ops: Union[None, List[Dict[str, Any]], Compose] = None,
-                 backend: str = "cv2", **ignored: Any) -> None:
+                 backend: str = "cv2", check_images: Union[bool, str] = "fast",
+                 max_bad_image_ratio: float = 0.01, **ignored: Any) -> None:
         name = type(self).__name__
         if ignored:
             logger.warning(f"{name}: ignoring dataset keys ppise does not use: {', '.join(sorted(ignored))}")
         self.backend = str(backend).lower()
         if self.backend not in ("cv2", "pil"):
             raise ConfigError(f"{name} backend={backend!r} must be 'cv2' or 'pil'")
+        self.check_mode = normalize_mode(check_images, f"{name} dataset.check_images")
+        ratio = max_bad_image_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+            raise ConfigError(f"{name} dataset.max_bad_image_ratio={ratio!r} must be a number in [0, 1] "
+                              f"(the share of unusable files tolerated, e.g. 0.01)")
+        self.max_bad_image_ratio = float(ratio)
+        self.bad_files: List[Tuple[str, str]] = []
         self.image_root, self.cls_label_path = image_root, cls_label_path
         self.root = os.path.join(str(image_root), self.dataset_dir, str(cls_label_path))
         self.transform = build_transforms(transform_ops, f"{name}.transform_ops")
@@ -53,22 +69,46 @@ class PersonDataset(Dataset):
         paths = sorted(glob.glob(os.path.join(self.root, "*.jpg")))
         if not paths:
             raise DataError(f"no .jpg images in {self.root} (check dataset.image_root / dataset.cls_label_path)")
-        images, pids, cams = [], [], []
-        for path in paths:
-            match = self.pattern.search(os.path.basename(path))
+        named, pids, cams, bad = [], [], [], []
+        for path in paths:  # file names only: cheap string work
+            match = self.pattern.match(os.path.basename(path))
             if match is None:
-                raise DataError(f"image file name {path} does not match '<pid>_c<camera>...' ({self.pattern.pattern})")
-            pid, cam = int(match.group(1)), int(match.group(2))
-            if pid == -1:  # junk detections
-                continue
-            if cam < 1:
-                raise DataError(f"image {path}: camera numbers start at 1 (c{cam})")
-            images.append(path)
-            pids.append(pid)
-            cams.append(cam - 1)
+                bad.append((path, f"wrong file name: does not match '<pid>_c<camera>...' ({self.pattern.pattern})"))
+            elif int(match.group(2)) < 1:
+                bad.append((path, f"wrong file name: camera numbers start at 1 (c{match.group(2)})"))
+            elif int(match.group(1)) != -1:  # junk detections (id -1) are dropped unread
+                named.append(path)
+                pids.append(int(match.group(1)))
+                cams.append(int(match.group(2)) - 1)
+        reasons = check_images(named, self.check_mode)
+        keep = np.asarray([not r for r in reasons], dtype=bool)
+        bad += [(p, r) for p, r in zip(named, reasons) if r]
+        self.bad_files = sorted(bad)
+        if bad:
+            self._report_bad(len(paths))
+        images = [p for p, k in zip(named, keep) if k]
         if not images:
-            raise DataError(f"all {len(paths)} images in {self.root} are junk (id -1)")
-        return images, np.asarray(pids, dtype=np.int64), np.asarray(cams, dtype=np.int64)
+            raise DataError(f"no usable image in {self.root}: {len(paths)} .jpg files, {len(bad)} unusable, the rest junk (id -1)")
+        return (images, np.asarray(pids, dtype=np.int64)[keep].reshape(-1),
+                np.asarray(cams, dtype=np.int64)[keep].reshape(-1))
+
+    def _report_bad(self, total: int) -> None:
+        """Name the bad files (first MAX_LISTED in the log, all in the report file); refuse above the ratio."""
+        bad, name = self.bad_files, type(self).__name__
+        report = write_report(bad)
+        listed = "\n".join(f"  {p}: {r}" for p, r in bad[:MAX_LISTED])
+        more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        where = f" (all listed in {report})" if report else ""
+        share = len(bad) / total
+        head = (f"{name} {self.cls_label_path}: {len(bad)} of {total} files in {self.root} are unusable "
+                f"({100 * share:.2f}%){where}")
+        if share > self.max_bad_image_ratio:
+            raise DataError(f"{head}, more than dataset.max_bad_image_ratio={self.max_bad_image_ratio:g} "
+                            f"({100 * self.max_bad_image_ratio:g}%): refusing to start. Fix or remove them, or raise "
+                            f"the limit, e.g. -o DataLoader.Train.dataset.max_bad_image_ratio=0.05 (or the "
+                            f"DataLoader.Eval.* dataset that reads {self.cls_label_path}):\n{listed}{more}")
+        logger.warning(f"{head}; skipping them (limit dataset.max_bad_image_ratio="
+                       f"{self.max_bad_image_ratio:g}):\n{listed}{more}")
 
     def describe(self) -> Dict[str, int]:
         return {"num_images": len(self.images), "num_ids": int(np.unique(self.labels).size),
@@ -106,7 +146,7 @@ class Market1501(PersonDataset):
     """Zheng et al., ICCV 2015: 751 train ids, 6 cameras."""
 
     dataset_dir = "market1501/Market-1501-v15.09.15"
-    pattern = re.compile(r"([-\d]+)_c(\d)")
+    pattern = re.compile(r"(-1|\d+)_c(\d)")
 
 
 @DATASETS.register
@@ -114,4 +154,4 @@ class MSMT17(PersonDataset):
     """Wei et al., CVPR 2018: 1041 train ids, 15 cameras (camera numbers may have 2 digits)."""
 
     dataset_dir = "msmt17/MSMT17_V1"
-    pattern = re.compile(r"([-\d]+)_c(\d+)")
+    pattern = re.compile(r"(-1|\d+)_c(\d+)")

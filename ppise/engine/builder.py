@@ -99,14 +99,16 @@ def build_trainer(cfg: Dict[str, Any]) -> Trainer:
     import paddle
 
     from ..data import build_dataset
+    from ..data.integrity import set_output_dir
     from ..loss import build_losses
     from ..optimizer import build_optimizer
-    from ..utils.checkpoint import load_checkpoint
+    from ..utils.checkpoint import load_resume_checkpoint
     from ..utils.seed import seed_everything, set_rng_state
 
     glob = cfg["Global"]
     out_dir = prepare_output_dir(cfg)
     get_logger(os.path.join(out_dir, "train.log"))
+    set_output_dir(out_dir)  # image check cache and bad_images.txt live with the run
     if dist.is_main():
         save_config(cfg, out_dir)
     seed_everything(int(glob.get("seed") or 0))
@@ -130,16 +132,21 @@ def build_trainer(cfg: Dict[str, Any]) -> Trainer:
     trainer = Trainer(cfg, wrapped, optimizer, scheduler, losses, train_set, hooks, iters)
 
     if glob.get("checkpoints"):
-        model_state, opt_state, states = load_checkpoint(glob["checkpoints"])
+        used, (model_state, opt_state, states) = load_resume_checkpoint(glob["checkpoints"], warn=logger.warning)
         missing = model.set_state_dict(model_state)
         if opt_state is not None:
             optimizer.set_state_dict(opt_state)
         trainer.start_epoch = int(states.get("epoch", 0)) + 1
-        trainer.global_iter = int(states.get("global_iter", (trainer.start_epoch - 1) * iters))
+        done = trainer.start_epoch - 1
+        trainer.global_iter = int(states.get("global_iter", done * iters))
+        if trainer.global_iter != done * iters:  # iters_per_epoch changed: progress t/T must stay in [0, 1]
+            logger.warning(f"{used} holds {done} epochs in {trainer.global_iter} steps, but DataLoader.Train.sampler."
+                           f"iters_per_epoch is now {iters}: the ISE schedule continues from step {done * iters}")
+            trainer.global_iter = done * iters
         trainer.best_metric = states.get("best_metric", trainer.best_metric)
         if states.get("memory") is not None:
             trainer.memory.set_memory_state(states["memory"])
         set_rng_state(states.get("rng"))
         _trim_log(out_dir, trainer.start_epoch - 1)
-        logger.info(f"resumed from {glob['checkpoints']}: epoch {trainer.start_epoch - 1} done, global step {trainer.global_iter} {missing or ''}")
+        logger.info(f"resumed from {used}: epoch {trainer.start_epoch - 1} done, global step {trainer.global_iter} {missing or ''}")
     return trainer

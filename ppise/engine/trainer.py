@@ -91,7 +91,8 @@ class Trainer:
         if not math.isfinite(value):
             raise TrainingError(
                 f"loss is {value} at epoch {self.epoch}, iteration {self.inner_iter + 1} (global step {self.global_iter + 1}), "
-                f"batch image indices {np.asarray(idx).reshape(-1)[:8].tolist()}...; the last checkpoint is intact: "
+                f"batch image indices {np.asarray(idx).reshape(-1)[:8].tolist()}... ({_first_names(self.train_set, idx)}); "
+                f"the last checkpoint (latest, epoch {self.epoch - 1}) is intact: "
                 f"lower Optimizer.lr.learning_rate or check the data, then resume with -o Global.checkpoints=..."
             )
         self.optimizer.clear_grad()
@@ -107,6 +108,16 @@ class Trainer:
         self.iter_record["loss"] = value
         self.iter_record["lr"] = float(self.optimizer.get_lr())
         self.iter_record["batch_size"] = int(images.shape[0]) * dist.world_size()
+
+
+def _first_names(dataset, idx, count: int = 3) -> str:
+    """File names of the first images of a batch, so a bad batch can be looked at."""
+    import os
+
+    images = getattr(dataset, "images", None)
+    if not images:
+        return "no file names"
+    return ", ".join(os.path.basename(images[int(i)]) for i in np.asarray(idx).reshape(-1)[:count]) + ", ..."
 
 
 def _gather(tensor):

@@ -4,13 +4,17 @@
 ``.pdstates`` (epoch, iteration, cluster memory, RNG, best metric). Each file is written to
 a temporary name, fsynced and renamed; ``.pdstates`` goes last and carries a stamp also
 stored in the other two, so a set torn by a crash is detected instead of silently mixed.
+A resume asked to start from a torn or unreadable set falls back, with a warning, to the
+newest complete set in the same folder (``load_resume_checkpoint``): a crash during a
+checkpoint write costs at most the epoch being saved.
 """
 from __future__ import annotations
 
+import glob
 import os
 import uuid
 import zlib
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, TrainingError
 
@@ -31,6 +35,20 @@ def _write_tmp(obj: Any, path: str) -> str:
         _remove(tmp)
         raise TrainingError(f"cannot write checkpoint file {path}: {err}; earlier checkpoints are untouched") from err
     return tmp
+
+
+def _loadable(obj: Any) -> Any:
+    """Make ``paddle.load`` able to read the object back: it rebuilds every numpy array as a
+    tensor and has no uint32 (numpy's RNG key), so such arrays are stored as int64."""
+    import numpy as np
+
+    if isinstance(obj, np.ndarray) and obj.dtype == np.uint32:
+        return obj.astype(np.int64)
+    if isinstance(obj, dict):
+        return {k: _loadable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_loadable(v) for v in obj)
+    return obj
 
 
 def _remove(path: str) -> None:
@@ -59,6 +77,18 @@ def _fsync_dir(path: str) -> None:
         pass
 
 
+def remove_stale_tmp(directory: str, prefix: str = "*") -> List[str]:
+    """Delete temporary files left by a process killed while saving (never our own live ones)."""
+    mine = f".tmp{os.getpid()}"
+    removed = []
+    for suffix in SUFFIXES:
+        for path in glob.glob(os.path.join(glob.escape(directory), f"{prefix}{suffix}.tmp*")):
+            if not path.endswith(mine):
+                _remove(path)
+                removed.append(path)
+    return removed
+
+
 def save_checkpoint(
     directory: str,
     prefix: str,
@@ -67,7 +97,11 @@ def save_checkpoint(
     states: Optional[Dict[str, Any]] = None,
 ) -> str:
     """Write one checkpoint set; returns the path prefix."""
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as err:
+        raise TrainingError(f"cannot create checkpoint dir {directory}: {err}; earlier checkpoints are untouched") from err
+    remove_stale_tmp(directory, glob.escape(prefix))
     base = os.path.join(directory, prefix)
     stamp = uuid.uuid4().hex
     written = []  # (tmp, final); renamed only once every file is safely on disk
@@ -77,15 +111,19 @@ def save_checkpoint(
             opt = dict(opt_state)
             opt[_STAMP] = stamp
             written.append((_write_tmp(opt, base + ".pdopt"), base + ".pdopt"))
-        st = dict(states or {})
+        st = _loadable(dict(states or {}))
         st.update({_STAMP: stamp, "has_opt": opt_state is not None, "params_crc": file_crc(written[0][0])})
         written.append((_write_tmp(st, base + ".pdstates"), base + ".pdstates"))
     except BaseException:
         for tmp, _ in written:
             _remove(tmp)
         raise
-    for tmp, final in written:  # .pdstates last: it commits the set
-        os.replace(tmp, final)
+    try:
+        for tmp, final in written:  # .pdstates last: it commits the set
+            os.replace(tmp, final)
+    except OSError as err:
+        raise TrainingError(f"cannot commit checkpoint {base}: {err}; it may be incomplete, the other checkpoints "
+                            f"in {directory} are untouched") from err
     _fsync_dir(directory)
     return base
 
@@ -102,12 +140,14 @@ def load_checkpoint(path: str, key: str = "Global.checkpoints") -> Tuple[Dict[st
     import paddle
 
     base = strip_suffix(path)
-    for suffix in (".pdparams", ".pdstates"):
-        if not os.path.isfile(base + suffix):
-            raise ConfigError(f"{key}: checkpoint file {base + suffix} not found (give the prefix, e.g. output/RecModel/latest)")
+    if not os.path.isfile(base + ".pdparams"):
+        raise ConfigError(f"{key}: checkpoint file {base}.pdparams not found (give the prefix, e.g. output/RecModel/latest)")
+    if not os.path.isfile(base + ".pdstates"):
+        raise ConfigError(f"{key}: checkpoint {base} is incomplete ({base}.pdstates not found: a save was interrupted, "
+                          f"or these are weights only, for Global.pretrained_model); resume from an epoch_N checkpoint instead")
     try:
         model_state = paddle.load(base + ".pdparams")
-        states = paddle.load(base + ".pdstates")
+        states = paddle.load(base + ".pdstates", return_numpy=True)  # plain numbers and arrays
         opt_state = None
         if states.get("has_opt") and os.path.isfile(base + ".pdopt"):
             opt_state = paddle.load(base + ".pdopt")
@@ -120,3 +160,50 @@ def load_checkpoint(path: str, key: str = "Global.checkpoints") -> Tuple[Dict[st
     if torn:
         raise ConfigError(f"{key}: checkpoint {base} is incomplete (files from different saves); resume from an epoch_N checkpoint instead")
     return model_state, opt_state, states
+
+
+def _epoch_of(base: str) -> Tuple[int, int]:
+    """(epoch, global_iter) recorded in a set's .pdstates; (-1, -1) when it cannot be read."""
+    import paddle
+
+    try:
+        states = paddle.load(base + ".pdstates", return_numpy=True)
+        return int(states.get("epoch", -1)), int(states.get("global_iter", -1))
+    except Exception:  # noqa: BLE001 - a damaged file just ranks last
+        return -1, -1
+
+
+def complete_checkpoints(directory: str) -> List[Tuple[int, int, str]]:
+    """(epoch, global_iter, prefix) of every set in ``directory`` with a .pdstates, newest first."""
+    bases = sorted(strip_suffix(p) for p in glob.glob(os.path.join(glob.escape(directory), "*.pdstates")))
+    ranked = [(*_epoch_of(b), b) for b in bases]
+    return sorted((r for r in ranked if r[0] >= 0), key=lambda r: (r[0], r[1], os.path.basename(r[2]) == "latest"), reverse=True)
+
+
+def load_resume_checkpoint(path: str, key: str = "Global.checkpoints", warn: Optional[Callable[[str], None]] = None
+                           ) -> Tuple[str, Tuple[Dict[str, Any], Optional[Dict[str, Any]], Dict[str, Any]]]:
+    """Load ``path`` to resume; if that set is torn or unreadable (a crash while saving), fall back
+    to the newest complete set in the same folder and warn. Returns (prefix used, loaded state).
+
+    A path with no checkpoint file at all is a user error (typo) and raises, no guessing.
+    """
+    base = strip_suffix(path)
+    directory = os.path.dirname(base) or "."
+    remove_stale_tmp(directory)  # left by a process killed while saving; nobody saves before training starts
+    try:
+        return base, load_checkpoint(base, key)
+    except ConfigError as err:
+        if not any(os.path.isfile(base + s) for s in SUFFIXES):
+            raise
+        failure = err
+    for epoch, _, other in complete_checkpoints(directory):
+        if other == base:
+            continue
+        try:
+            loaded = load_checkpoint(other, key)
+        except ConfigError:
+            continue
+        if warn is not None:
+            warn(f"{failure}; resuming instead from {other} (epoch {epoch}), the newest complete checkpoint in {directory}")
+        return other, loaded
+    raise ConfigError(f"{failure}; no other complete checkpoint in {directory} to fall back to")

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Callable, List, Optional
 
 from ..errors import PpiseError
+
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 
 
 def config_parser(description: str) -> argparse.ArgumentParser:
@@ -21,6 +25,12 @@ def run_tool(main: Callable[[Optional[List[str]]], int]) -> None:
         code = main(None)
     except PpiseError as err:
         print(f"ppise: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        if err.errno not in _DISK_ERRORS:
+            raise
+        print(f"ppise: error: cannot write {err.filename or 'a file'}: {err.strerror} (disk full, quota or file size "
+              f"limit); checkpoints already written are intact", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("ppise: interrupted; checkpoints already written are intact", file=sys.stderr)

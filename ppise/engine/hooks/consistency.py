@@ -26,9 +26,11 @@ def average_buffers(model) -> None:
     import paddle.distributed as pdist
 
     world = dist.world_size()
+    # Paddle keeps BN running statistics as non-trainable parameters, others keep buffers.
+    frozen = [p for p in model.parameters() if p.stop_gradient or not getattr(p, "trainable", True)]
     with paddle.no_grad():
-        for buf in model.buffers():
-            if buf is None or not paddle.is_floating_point(buf):
+        for buf in frozen + [b for b in model.buffers() if b is not None]:
+            if not paddle.is_floating_point(buf):
                 continue
             total = buf.clone()
             pdist.all_reduce(total, op=pdist.ReduceOp.SUM)

@@ -1,0 +1,191 @@
+"""Find unusable images when a dataset is built, before they can stop training mid-epoch.
+
+Why: a zero-byte, truncated or garbled file in a 13k-image folder otherwise surfaces hours
+into training (ppise) or is silently replaced by a random other image (PaddleClas), which
+corrupts clusters without a word. Here each image is checked once, the bad ones are
+listed and skipped, and the verdicts are cached by (path, size, mtime) in the run's
+output dir so that a resumed run, and the datasets built again in the same process
+(cluster extraction, evaluation), do not pay twice.
+
+Check modes (dataset key ``check_images``):
+
+* ``fast`` (default): non-empty, JPEG start-of-image marker, end-of-image marker in the
+  last 4 KB (a truncated file has none) and a header parse by PIL. ~60 us per
+  Market-size image; a file that is not a JPEG at all gets the full decode instead.
+* ``full``: full PIL decode of every image (~200 us per image); catches damage inside
+  the compressed data that happens to raise in the decoder.
+* ``off``: no check (an unreadable image then raises DataError when it is read).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import ConfigError
+from ..utils.logger import logger
+
+MODES = ("fast", "full", "off")
+CACHE_NAME = "image_check_cache.json"
+REPORT_NAME = "bad_images.txt"
+_SOI, _EOI = b"\xff\xd8\xff", b"\xff\xd9"
+_TAIL = 4096  # encoders may pad after the end-of-image marker
+
+# path -> (size, mtime_ns, mode, reason); reason "" means usable. Shared by every dataset of the process.
+_verdicts: Dict[str, Tuple[int, int, str, str]] = {}
+_state = {"out_dir": None, "loaded": False, "dirty": False, "warned": False}
+_bad_seen: Dict[str, str] = {}  # every bad file met in this process, for the report file
+
+
+def normalize_mode(value: object, where: str = "dataset.check_images") -> str:
+    """Accept ``fast`` / ``full`` / ``off`` (and YAML booleans: True = fast, False = off)."""
+    if value is True:
+        return "fast"
+    if value is False or value is None:
+        return "off"
+    if isinstance(value, str) and value.lower() in MODES:
+        return value.lower()
+    raise ConfigError(f"{where}={value!r} must be one of {', '.join(MODES)} (or True / False)")
+
+
+def set_output_dir(out_dir: Optional[str]) -> None:
+    """Keep the verdict cache and the bad-image list in ``out_dir`` (the run's output dir)."""
+    if out_dir != _state["out_dir"]:
+        _state.update(out_dir=out_dir, loaded=False, warned=False)
+        _bad_seen.clear()
+        if out_dir and _is_main():  # rebuilt by this run's datasets; a stale list would mislead
+            try:
+                os.remove(os.path.join(out_dir, REPORT_NAME))
+            except OSError:
+                pass
+
+
+def _decode_error(data: bytes) -> str:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if im.width < 1 or im.height < 1:
+                return f"empty image ({im.width}x{im.height})"
+    except UnidentifiedImageError:
+        return f"not an image (unknown format, starts with {data[:8]!r})"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as err:
+        return f"cannot decode: {str(err) or type(err).__name__}"
+    return ""
+
+
+def check_image(path: str, mode: str = "fast") -> str:
+    """Why ``path`` cannot be used ("" when it can): empty, truncated or undecodable."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        return f"cannot read: {err.strerror or err}"
+    if not data:
+        return "empty file (0 bytes)"
+    if mode == "full" or not data.startswith(_SOI):
+        return _decode_error(data)
+    if data.rfind(_EOI, max(0, len(data) - _TAIL)) < 0:  # strict even if PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on
+        return f"truncated JPEG ({len(data)} bytes, no end-of-image marker)"
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width < 1 or im.height < 1:
+                return f"empty image ({im.width}x{im.height})"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as err:
+        return f"bad JPEG header: {err}"
+    return ""
+
+
+def _cache_path() -> Optional[str]:
+    out = _state["out_dir"]
+    return os.path.join(out, CACHE_NAME) if out else None
+
+
+def _load_cache() -> None:
+    """Merge the on-disk verdicts once per output dir; a missing or damaged file is just ignored."""
+    if _state["loaded"]:
+        return
+    _state["loaded"] = True
+    path = _cache_path()
+    if not path or not os.path.isfile(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            entries = json.load(f).get("entries", {})
+        for key, (size, mtime, mode, reason) in entries.items():
+            _verdicts.setdefault(key, (int(size), int(mtime), str(mode), str(reason)))
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        logger.warning(f"ignoring image check cache {path}: {err}")
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("PADDLE_TRAINER_ID", "0")) == 0
+
+
+def _save_cache() -> None:
+    path = _cache_path()
+    if not path or not _state["dirty"] or not _is_main():
+        return
+    try:
+        _atomic_write(path, json.dumps({"version": 1, "entries": {k: list(v) for k, v in _verdicts.items()}}))
+        _state["dirty"] = False
+    except OSError as err:  # a cache is an optimisation: say so once, do not stop
+        if not _state["warned"]:
+            logger.warning(f"cannot write image check cache {path}: {err}")
+            _state["warned"] = True
+
+
+def check_images(paths: Sequence[str], mode: str = "fast") -> List[str]:
+    """Reasons (one per path, "" = usable), reusing verdicts whose (size, mtime) still match."""
+    if mode == "off":
+        return [""] * len(paths)
+    _load_cache()
+    reasons = []
+    for path in paths:  # one stat per file; the check itself only for new or changed files
+        key = os.path.abspath(path)
+        try:
+            st = os.stat(key)
+        except OSError as err:
+            reasons.append(f"cannot stat: {err.strerror or err}")
+            continue
+        hit = _verdicts.get(key)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns and hit[2] in (mode, "full"):
+            reasons.append(hit[3])
+            continue
+        reason = check_image(key, mode)
+        _verdicts[key] = (st.st_size, st.st_mtime_ns, mode, reason)
+        _state["dirty"] = True
+        reasons.append(reason)
+    _save_cache()
+    return reasons
+
+
+def write_report(bad: Iterable[Tuple[str, str]]) -> Optional[str]:
+    """Add ``bad`` (path, reason) to ``{output_dir}/bad_images.txt``; returns its path (None without an output dir)."""
+    _bad_seen.update(dict(bad))
+    out = _state["out_dir"]
+    if not out or not _bad_seen or not _is_main():
+        return None
+    path = os.path.join(out, REPORT_NAME)
+    try:
+        _atomic_write(path, "".join(f"{p}\t{r}\n" for p, r in sorted(_bad_seen.items())))
+    except OSError as err:
+        logger.warning(f"cannot write the list of bad images {path}: {err}")
+        return None
+    return path
