@@ -107,7 +107,7 @@ def test_corrupt_image_names_its_path(tmp_path):
     _write(str(folder), "0001_c1s1_000000_00.jpg", 3)
     bad = folder / "0002_c2s1_000000_00.jpg"
     bad.write_bytes(b"\xff\xd8 definitely not a jpeg")
-    ds = Market1501(str(tmp_path), "query")
+    ds = Market1501(str(tmp_path), "query", check_images="off")  # the build-time scan would skip it
     assert ds[0][0].shape[0] == 3
     with pytest.raises(DataError, match=str(bad).replace("\\", "\\\\")):
         ds[1]
@@ -359,7 +359,9 @@ def test_worker_data_error_keeps_the_path(tmp_path, workers):
         _write(str(folder), f"{k + 1:04d}_c1s1_000000_00.jpg", k)
     bad = folder / "0009_c2s1_000000_00.jpg"
     bad.write_bytes(b"broken")
-    ds = build_dataset(_section(str(tmp_path), "bounding_box_test", EVAL_OPS), "DataLoader.Eval.Gallery")
+    section = _section(str(tmp_path), "bounding_box_test", EVAL_OPS)
+    section["dataset"]["check_images"] = "off"  # test the read-time error, past the build-time scan
+    ds = build_dataset(section, "DataLoader.Eval.Gallery")
     sampler = build_sampler({"name": "DistributedBatchSampler", "batch_size": 4}, ds.labels, ds.cameras,
                             "DataLoader.Eval.Gallery.sampler")
     with pytest.raises(DataError) as info:

@@ -177,7 +177,11 @@ def complete_checkpoints(directory: str) -> List[Tuple[int, int, str]]:
     """(epoch, global_iter, prefix) of every set in ``directory`` with a .pdstates, newest first."""
     bases = sorted(strip_suffix(p) for p in glob.glob(os.path.join(glob.escape(directory), "*.pdstates")))
     ranked = [(*_epoch_of(b), b) for b in bases]
-    return sorted((r for r in ranked if r[0] >= 0), key=lambda r: (r[0], r[1], os.path.basename(r[2]) == "latest"), reverse=True)
+    def order(rec: Tuple[int, int, str]) -> Tuple[int, int, int]:  # ties: latest, then epoch_N, then others
+        name = os.path.basename(rec[2])
+        return rec[0], rec[1], 2 if name == "latest" else int(name.startswith("epoch_"))
+
+    return sorted((r for r in ranked if r[0] >= 0), key=order, reverse=True)
 
 
 def load_resume_checkpoint(path: str, key: str = "Global.checkpoints", warn: Optional[Callable[[str], None]] = None
@@ -204,6 +208,7 @@ def load_resume_checkpoint(path: str, key: str = "Global.checkpoints", warn: Opt
         except ConfigError:
             continue
         if warn is not None:
-            warn(f"{failure}; resuming instead from {other} (epoch {epoch}), the newest complete checkpoint in {directory}")
+            why = str(failure).replace("; resume from an epoch_N checkpoint instead", "")
+            warn(f"{why}; resuming instead from {other} (epoch {epoch}), the newest complete checkpoint in {directory}")
         return other, loaded
     raise ConfigError(f"{failure}; no other complete checkpoint in {directory} to fall back to")

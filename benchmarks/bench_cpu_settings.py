@@ -1,0 +1,80 @@
+"""Training-step time on CPU: Paddle's defaults versus the settings ppise picks for Global.device=cpu.
+
+Each setting runs in a fresh process (thread pools and oneDNN are process-wide):
+- ``default``: Paddle as installed (oneDNN flag off, thread pools unset);
+- ``ppise``: what ``ppise.utils.device`` sets: oneDNN on, OMP/MKL threads = cores.
+
+    python benchmarks/bench_cpu_settings.py --model resnet50 demo --batch 32 --steps 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+MODELS = {
+    "resnet50": ({"name": "RecModel", "Backbone": {"name": "ResNet50_last_stage_stride1", "pretrained": False},
+                  "BackboneStopLayer": {"name": "avg_pool"}, "Neck": {"name": "BNNeck", "num_features": 2048}}, (3, 256, 128)),
+    "demo": ({"name": "RecModel", "Backbone": {"name": "ResNetMini", "pretrained": False, "stem_channels": 16,
+                                                "widths": [16, 32, 64, 128], "out_channels": 256},
+              "Neck": {"name": "BNNeck", "num_features": 256}}, (3, 64, 32)),
+}
+
+
+def worker(model: str, setting: str, batch: int, steps: int) -> None:
+    sys.path.insert(0, ROOT)
+    if setting == "ppise":
+        from ppise.utils.device import prepare_env, setup_device
+
+        prepare_env({"device": "cpu"})
+    import numpy as np
+    import paddle
+
+    if setting == "ppise":
+        setup_device({"device": "cpu"})
+    from ppise.arch import build_model
+
+    arch, shape = MODELS[model]
+    net = build_model(arch)
+    net.train()
+    opt = paddle.optimizer.Adam(learning_rate=3.5e-4, parameters=net.parameters(), weight_decay=5e-4)
+    x = paddle.to_tensor(np.random.rand(batch, *shape).astype("float32"))
+    times = []
+    for _ in range(steps + 1):  # the first step warms up kernels and oneDNN primitives
+        start = time.perf_counter()
+        loss = net(x)["features"].pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        times.append(time.perf_counter() - start)
+    print(json.dumps({"seconds": min(times[1:])}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", nargs="+", default=["resnet50", "demo"], choices=sorted(MODELS))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker[0], args.worker[1], args.batch, args.steps)
+        return
+    print(f"{'model':>9} | batch | {'default s/step':>14} | {'ppise s/step':>12} | speed-up")
+    for model in args.model:
+        seconds = {}
+        for setting in ("default", "ppise"):
+            env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "FLAGS_use_mkldnn")}
+            out = subprocess.run([sys.executable, __file__, "--worker", model, setting, "--batch", str(args.batch), "--steps", str(args.steps)],
+                                 env=env, capture_output=True, text=True, check=True).stdout
+            seconds[setting] = json.loads(out.strip().splitlines()[-1])["seconds"]
+        print(f"{model:>9} | {args.batch:5d} | {seconds['default']:14.2f} | {seconds['ppise']:12.2f} | {seconds['default'] / seconds['ppise']:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
