@@ -24,6 +24,13 @@ MARKET = os.path.join("market1501", "Market-1501-v15.09.15")
 METRIC_KEYS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 
 
+def demo_shape() -> List[int]:
+    """[C, H, W] of the demo config: the export's input and the eval resize follow it."""
+    from ppise.config import get_config
+
+    return list(get_config(DEMO)["Global"]["image_shape"])
+
+
 def _run(args: List[str], cwd: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     return subprocess.run([sys.executable] + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
@@ -74,9 +81,10 @@ def test_export_writes_both_formats_and_inference_yml(env: Dict[str, str]) -> No
     for fmt in ("pir", "legacy"):
         info = read_info(env[fmt])
         assert info["Model"]["format"] == fmt
-        assert info["Model"]["input_shape"] == [None, 3, 128, 64]
+        c, h, w = demo_shape()
+        assert info["Model"]["input_shape"] == [None, c, h, w]
         assert info["Model"]["feature_dim"] == 256 and info["Model"]["normalized_in_graph"] is False
-        assert info["PreProcess"]["resize"]["size_wh"] == [64, 128]
+        assert info["PreProcess"]["resize"]["size_wh"] == [w, h]
         assert info["PreProcess"]["normalize"]["mean"] == [0.485, 0.456, 0.406]
         assert [list(op)[0] for op in info["PreProcess"]["transform_ops"]] == ["ResizeImage", "NormalizeImage"]
 
@@ -92,7 +100,7 @@ def test_exported_features_equal_dygraph(env: Dict[str, str], fmt: str) -> None:
     paths = sorted(os.path.join(env["query"], n) for n in os.listdir(env["query"]))[:6]
     predictor = RecPredictor(env[fmt], batch_size=4, enable_mkldnn=True, cpu_num_threads=1)
     batch = predictor.preprocess(paths)
-    assert batch.shape == (6, 3, 128, 64)
+    assert batch.shape == (6, *demo_shape())
     model = build_model_from_config(get_config(DEMO, env["overrides"]))
     model.eval()
     with paddle.no_grad():
