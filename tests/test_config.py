@@ -91,6 +91,8 @@ def test_cluster_types_checked(tmp_path):
 
 
 def test_official_paddleclas_config_loads_with_warnings_only():
+    if not os.path.isfile(OFFICIAL):
+        pytest.skip(f"official PaddleClas config not beside the checkout: {OFFICIAL}")
     warnings = []
     cfg = get_config(OFFICIAL, ["Global.device=cpu"], warn=warnings.append)
     assert cfg["Arch"]["Backbone"]["name"] == "ResNet50_last_stage_stride1"
