@@ -9,7 +9,7 @@ Times (best of the repeats, forward + backward):
 2. The same LP loss written as a per-sample Python loop (the official ``CriterionLP``
    algorithm: per sample, hardest positive, per-identity hardest negative by reshaping
    the contiguous P x K negatives), to show what batching buys.
-3. A whole training step of a demo-sized model at batch 64 x 3x128x64 with Adam: the
+3. A whole training step of the demo model (configs/ise_demo.yaml) at batch 64 with Adam: the
    ppise model if ``ppise.arch`` can build one, else ppise's ResNetMini backbone plus a
    BN neck, else a small stand-in conv net (the script says which one it used).
 
@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 import time
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import paddle
@@ -140,57 +140,28 @@ def bench_ise(args) -> Tuple[float, float, float]:
     return t_lin, t_ise, t_loop
 
 
-class _StandInNet(nn.Layer):
-    """Small conv net used only when no ppise backbone is importable."""
-
-    def __init__(self, dim: int = 256) -> None:
-        super().__init__()
-        chans = [3, 32, 64, 128, dim]
-        layers = []
-        for cin, cout in zip(chans[:-1], chans[1:]):
-            layers += [nn.Conv2D(cin, cout, 3, stride=2, padding=1), nn.BatchNorm2D(cout), nn.ReLU()]
-        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2D(1), nn.Flatten())
-        self.bn = nn.BatchNorm1D(dim)
-        self.out_channels = dim
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self.bn(self.body(x))
-
-
 def _features(out) -> paddle.Tensor:
     """RecModel returns a dict (``features``); stand-ins return the tensor."""
     return out["features"] if isinstance(out, dict) else out
 
 
-def demo_model() -> Tuple[nn.Layer, int, str]:
-    try:  # the full ppise model, once ppise.arch offers a builder and the demo config exists
-        from ppise.arch import build_model  # type: ignore[attr-defined]
-        from ppise.config import load_yaml
+def demo_model() -> Tuple[nn.Layer, int, str, List[int]]:
+    """The demo config's model and input shape (what configs/ise_demo.yaml trains)."""
+    from ppise.arch import build_model
+    from ppise.config import get_config
 
-        cfg_path = os.path.join(os.path.dirname(__file__), "..", "configs", "ise_demo.yaml")
-        cfg = load_yaml(cfg_path)
-        model = build_model(cfg["Arch"])
-        dim = int(_features(model(paddle.zeros([2, 3, 128, 64]))).shape[-1])
-        return model, dim, f"ppise.arch.build_model(configs/ise_demo.yaml Arch: {cfg['Arch'].get('Backbone')})"
-    except Exception as err:  # noqa: BLE001  (fallbacks below say what was used)
-        reason = f"{type(err).__name__}: {err}"
-    try:
-        from ppise.arch.backbone import ResNetMini
-
-        backbone = ResNetMini()
-        dim = backbone.out_channels
-        model = nn.Sequential(backbone, nn.BatchNorm1D(dim))
-        return model, dim, f"stand-in: ppise ResNetMini (default widths) + BN neck (no full model builder: {reason})"
-    except Exception as err:  # noqa: BLE001
-        model = _StandInNet()
-        return model, model.out_channels, f"stand-in: 4-layer conv net (ppise.arch unavailable: {err})"
+    cfg = get_config(os.path.join(os.path.dirname(__file__), "..", "configs", "ise_demo.yaml"))
+    shape = list(cfg["Global"]["image_shape"])
+    model = build_model(cfg["Arch"])
+    dim = int(_features(model(paddle.zeros([2] + shape))).shape[-1])
+    return model, dim, f"configs/ise_demo.yaml Arch ({cfg['Arch']['Backbone']['name']})", shape
 
 
 def bench_step(args, ise_overhead_ref: float) -> None:
     batch, ids, clusters = 64, 16, 700
-    model, dim, what = demo_model()
+    model, dim, what, shape = demo_model()
     rng = np.random.default_rng(1)
-    images = paddle.to_tensor(rng.normal(size=(batch, 3, 128, 64)).astype(np.float32))
+    images = paddle.to_tensor(rng.normal(size=(batch, *shape)).astype(np.float32))
     labels = paddle.to_tensor(np.repeat(rng.choice(clusters, ids, replace=False), batch // ids).astype(np.int64))
     memory = ClusterMemoryLoss(num_features=dim, update="hard")
     memory.reset(unit(rng.normal(size=(clusters, dim))).astype(np.float32))
@@ -216,7 +187,7 @@ def bench_step(args, ise_overhead_ref: float) -> None:
 
     best = timeit({"cc": step(False), "ise": step(True)}, max(3, args.repeats // 2))
     t_cc, t_full = best["cc"], best["ise"]
-    print(f"[whole step @ B={batch} x 3x128x64, Adam, D={dim}, C={clusters}] model: {what}")
+    print(f"[whole step @ B={batch} x {'x'.join(map(str, shape))}, Adam, D={dim}, C={clusters}] model: {what}")
     print(f"  cluster-contrast step (no ISE)           : {t_cc * 1e3:8.2f} ms")
     print(f"  ISE step (head + CM[f;s] + LP + update)  : {t_full * 1e3:8.2f} ms  "
           f"(ISE adds {100 * (t_full - t_cc) / t_cc:.1f} %)")

@@ -18,18 +18,24 @@ diagonal is stored as an exact 0 (the reference's float32 sums leave ~1e-7 there
 """
 from __future__ import annotations
 
+import os
 import time
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
+import psutil
 import scipy.sparse as sp
 
-from ppise.errors import ConfigError
+from ppise.errors import ConfigError, TrainingError
 from ppise.cluster.features import check_features
 from ppise.cluster.knn import knn_search
 
 # Pairs generated per block of rows in the min-sum: bounds the transient memory (~30 bytes a pair).
 _PAIR_CHUNK = 1 << 20
+# Peak bytes per stored pair: block lists + their concatenation (int64 i, j, float32 m),
+# then float64 m, the float32 distances and the symmetric COO -> CSR of the result.
+BYTES_PER_PAIR = 96
+MEMORY_ENV = "PPISE_JACCARD_MEMORY_GB"
 
 
 def _binary(rows: np.ndarray, cols: np.ndarray, n: int) -> sp.csr_matrix:
@@ -114,8 +120,24 @@ def _encode(x: np.ndarray, sims: np.ndarray, rank: np.ndarray, k1: int, k2: int)
     return v
 
 
-def _shared_min_sums(v: sp.csr_matrix) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Upper-triangle (i < j) pairs sharing support in V with m_ij = sum_k min(V_ik, V_jk).
+def _pair_budget(budget_bytes: Optional[float]) -> float:
+    """Bytes the stored pairs may take: the argument, else $PPISE_JACCARD_MEMORY_GB, else half the free RAM."""
+    if budget_bytes is not None:
+        return float(budget_bytes)
+    env = os.environ.get(MEMORY_ENV)
+    if env:
+        try:
+            gb = float(env)
+        except ValueError:
+            raise ConfigError(f"{MEMORY_ENV}: expected a number of GB, got {env!r}") from None
+        if not gb > 0:
+            raise ConfigError(f"{MEMORY_ENV}: expected a positive number of GB, got {env!r}")
+        return gb * 2**30
+    return 0.5 * psutil.virtual_memory().available
+
+
+class _PairBlocks:
+    """Upper-triangle pairs of V sharing support, generated block of rows by block of rows.
 
     Inverted index walk: for each nonzero V_ik (in row order), its partners are the rows
     after i in column k's posting list (CSC, rows sorted), so the pairs of a block of rows
@@ -123,38 +145,98 @@ def _shared_min_sums(v: sp.csr_matrix) -> Tuple[np.ndarray, np.ndarray, np.ndarr
     columns and duplicate (i, j) contributions are then summed in one pass. Blocks keep
     every temporary small (they stay in the allocator's reuse range: no page-fault storms).
     """
-    n = v.shape[0]
-    v.sort_indices()
-    nnz = v.nnz
-    # CSC view of the same entries: csc element e is CSR element to_csr[e]
-    csc = sp.csr_matrix((np.arange(nnz, dtype=np.int64), v.indices, v.indptr), shape=v.shape).tocsc()
-    csc.sort_indices()
-    to_csr = csc.data
-    csc_rows = csc.indices.astype(np.int32, copy=False)
-    csc_vals = v.data[to_csr]
-    idx = np.int32 if nnz < 2**31 - 1 else np.int64
-    pos = np.empty(nnz, dtype=np.int64)
-    pos[to_csr] = np.arange(nnz, dtype=np.int64)
-    cnt = csc.indptr[1:][v.indices].astype(np.int64) - pos - 1  # partners after me in my column
-    row_of = np.repeat(np.arange(n), np.diff(v.indptr))
-    row_pairs = np.bincount(row_of, weights=cnt, minlength=n).astype(np.int64)
-    ends = np.cumsum(row_pairs)
+
+    def __init__(self, v: sp.csr_matrix) -> None:
+        self.v = v
+        self.n = n = v.shape[0]
+        v.sort_indices()
+        nnz = v.nnz
+        # CSC view of the same entries: csc element e is CSR element to_csr[e]
+        csc = sp.csr_matrix((np.arange(nnz, dtype=np.int64), v.indices, v.indptr), shape=v.shape).tocsc()
+        csc.sort_indices()
+        to_csr = csc.data
+        self.csc_rows = csc.indices.astype(np.int32, copy=False)
+        self.csc_vals = v.data[to_csr]
+        self.idx = np.int32 if nnz < 2**31 - 1 else np.int64
+        self.pos = pos = np.empty(nnz, dtype=np.int64)
+        pos[to_csr] = np.arange(nnz, dtype=np.int64)
+        self.cnt = csc.indptr[1:][v.indices].astype(np.int64) - pos - 1  # partners after me in my column
+        row_of = np.repeat(np.arange(n), np.diff(v.indptr))
+        self.row_pairs = np.bincount(row_of, weights=self.cnt, minlength=n).astype(np.int64)
+        self.ends = np.cumsum(self.row_pairs)
+
+    def block(self, r0: int, r1: int) -> Optional[sp.csr_matrix]:
+        """Rows r0..r1-1 of the upper-triangle min-sum matrix (CSR, local rows), None if empty."""
+        v, cnt, pos = self.v, self.cnt, self.pos
+        e0, e1 = v.indptr[r0], v.indptr[r1]
+        c = cnt[e0:e1]
+        total = int(self.row_pairs[r0:r1].sum())
+        if not total:
+            return None
+        second = np.arange(total, dtype=self.idx)
+        second += np.repeat((pos[e0:e1] + 1 - (np.cumsum(c) - c)).astype(self.idx), c)
+        vals = np.minimum(np.repeat(v.data[e0:e1], c), self.csc_vals[second])
+        indptr = np.concatenate([[0], np.cumsum(self.row_pairs[r0:r1])])
+        block = sp.csr_matrix((vals, self.csc_rows[second], indptr), shape=(r1 - r0, self.n)).tocsc().tocsr()
+        block.sum_duplicates()
+        return block
+
+    def estimate_stored(self, samples: int = 256, seed: int = 0) -> float:
+        """Expected number of distinct pairs, from the distinct / raw ratio of random rows.
+
+        Counting raw contributions is free (``ends``) but overcounts pairs sharing many
+        columns; the exact distinct count would cost a full pass, so a few hundred rows,
+        drawn with probability proportional to their raw count, give the ratio.
+        """
+        raw = int(self.ends[-1]) if self.n else 0
+        if raw == 0:
+            return 0.0
+        rng = np.random.default_rng(seed)
+        rows = np.unique(np.searchsorted(self.ends, rng.integers(0, raw, samples), side="right"))
+        ratio = np.mean([self.block(int(r), int(r) + 1).nnz / self.row_pairs[r] for r in rows])
+        return float(raw * ratio)
+
+
+def _shared_min_sums(
+    v: sp.csr_matrix, budget_bytes: Optional[float] = None, knn: str = "exact", k1: int = 30
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Upper-triangle (i < j) pairs sharing support in V with m_ij = sum_k min(V_ik, V_jk).
+
+    Before any pair is stored, the number of distinct pairs is estimated and compared with
+    the memory budget (``_pair_budget``); while storing, the running count is checked too,
+    so a blow-up (e.g. poor approximate neighbour lists) stops with a ``TrainingError``
+    instead of exhausting the machine's memory.
+    """
+    pairs = _PairBlocks(v)
+    n = pairs.n
+    budget = _pair_budget(budget_bytes)
+    limit = budget / BYTES_PER_PAIR
+
+    def refuse(count: float, how: str) -> TrainingError:
+        return TrainingError(
+            f"Cluster.knn={knn!r}, Cluster.k1={k1}: the Jaccard stage would store {how} {count:,.0f} pairs "
+            f"(~{count * BYTES_PER_PAIR / 2**30:.1f} GB at ~{BYTES_PER_PAIR} bytes a pair) for N={n}, over its memory "
+            f"budget of {budget / 2**30:.1f} GB (default: half the available RAM; set {MEMORY_ENV} to change it). "
+            f"Poor approximate neighbour lists or a large k1 inflate the k-reciprocal sets: try Cluster.knn: exact "
+            f"or ivf, or a smaller Cluster.k1."
+        )
+
+    estimate = pairs.estimate_stored()
+    if estimate > limit:
+        raise refuse(estimate, "an estimated")
     rows_out, cols_out, vals_out = [], [], []
+    stored = 0
     r0 = 0
+    ends = pairs.ends
     while r0 < n:
         base = ends[r0 - 1] if r0 else 0
         r1 = max(r0 + 1, int(np.searchsorted(ends, base + _PAIR_CHUNK, side="right")))
         r1 = min(r1, n)
-        e0, e1 = v.indptr[r0], v.indptr[r1]
-        c = cnt[e0:e1]
-        total = int(ends[r1 - 1] - base)
-        if total:
-            second = np.arange(total, dtype=idx)
-            second += np.repeat((pos[e0:e1] + 1 - (np.cumsum(c) - c)).astype(idx), c)
-            vals = np.minimum(np.repeat(v.data[e0:e1], c), csc_vals[second])
-            indptr = np.concatenate([[0], np.cumsum(row_pairs[r0:r1])])
-            block = sp.csr_matrix((vals, csc_rows[second], indptr), shape=(r1 - r0, n)).tocsc().tocsr()
-            block.sum_duplicates()
+        block = pairs.block(r0, r1)
+        if block is not None:
+            stored += block.nnz
+            if stored > limit:
+                raise refuse(stored * ends[-1] / max(1, ends[r1 - 1]), "a projected")
             rows_out.append(np.repeat(np.arange(r0, r1, dtype=np.int64), np.diff(block.indptr)))
             cols_out.append(block.indices.astype(np.int64))
             vals_out.append(block.data)
@@ -165,11 +247,23 @@ def _shared_min_sums(v: sp.csr_matrix) -> Tuple[np.ndarray, np.ndarray, np.ndarr
     return np.concatenate(rows_out), np.concatenate(cols_out), np.concatenate(vals_out)
 
 
-def jaccard_from_knn(x: np.ndarray, sims: np.ndarray, rank: np.ndarray, k1: int, k2: int) -> sp.csr_matrix:
-    """Jaccard distances from unit features and their kNN (self first, k1 columns capped at N)."""
+def jaccard_from_knn(
+    x: np.ndarray,
+    sims: np.ndarray,
+    rank: np.ndarray,
+    k1: int,
+    k2: int,
+    memory_budget_bytes: Optional[float] = None,
+    knn: str = "exact",
+) -> sp.csr_matrix:
+    """Jaccard distances from unit features and their kNN (self first, k1 columns capped at N).
+
+    ``memory_budget_bytes`` bounds the stored pairs (default: see ``_pair_budget``);
+    ``knn`` only names the search method in the error raised when they would exceed it.
+    """
     n = x.shape[0]
     v = _encode(x, sims, rank, k1, k2)
-    i, j, m = _shared_min_sums(v)
+    i, j, m = _shared_min_sums(v, memory_budget_bytes, knn, k1)
     m = m.astype(np.float64)
     d = np.maximum(1.0 - m / (2.0 - m), 0.0).astype(np.float32)
     keep = d < 1.0
@@ -191,28 +285,42 @@ def check_k(k1: int, k2: int) -> None:
 
 
 def jaccard_distance_timed(
-    features: np.ndarray, k1: int = 30, k2: int = 6, knn: str = "exact", device: str = "cpu"
+    features: np.ndarray,
+    k1: int = 30,
+    k2: int = 6,
+    knn: str = "exact",
+    device: str = "cpu",
+    memory_budget_bytes: Optional[float] = None,
 ) -> Tuple[sp.csr_matrix, Dict[str, float]]:
     """``jaccard_distance`` plus the seconds of its kNN and Jaccard stages."""
     check_k(k1, k2)
-    return jaccard_of_unit(check_features(features), k1, k2, knn, device)
+    return jaccard_of_unit(check_features(features), k1, k2, knn, device, memory_budget_bytes)
 
 
-def jaccard_of_unit(x: np.ndarray, k1: int, k2: int, knn: str, device: str) -> Tuple[sp.csr_matrix, Dict[str, float]]:
+def jaccard_of_unit(
+    x: np.ndarray, k1: int, k2: int, knn: str, device: str, memory_budget_bytes: Optional[float] = None
+) -> Tuple[sp.csr_matrix, Dict[str, float]]:
     """Timed Jaccard of features already passed through ``check_features``."""
     t0 = time.perf_counter()
     sims, rank = knn_search(x, min(k1, x.shape[0]), knn, device)
     t1 = time.perf_counter()
-    dist = jaccard_from_knn(x, sims, rank, k1, k2)
+    dist = jaccard_from_knn(x, sims, rank, k1, k2, memory_budget_bytes, knn)
     t2 = time.perf_counter()
     return dist, {"knn_seconds": t1 - t0, "jaccard_seconds": t2 - t1}
 
 
-def jaccard_distance(features: np.ndarray, k1: int = 30, k2: int = 6, knn: str = "exact", device: str = "cpu") -> sp.csr_matrix:
+def jaccard_distance(
+    features: np.ndarray,
+    k1: int = 30,
+    k2: int = 6,
+    knn: str = "exact",
+    device: str = "cpu",
+    memory_budget_bytes: Optional[float] = None,
+) -> sp.csr_matrix:
     """N x N CSR of k-reciprocal Jaccard distances, storing every pair with distance < 1.
 
     Rows are L2-normalised first (see ``check_features``); the diagonal's zeros are
     stored explicitly so DBSCAN on the sparse matrix counts each point in its own
     neighbourhood, exactly like the dense matrix.
     """
-    return jaccard_distance_timed(features, k1, k2, knn, device)[0]
+    return jaccard_distance_timed(features, k1, k2, knn, device, memory_budget_bytes)[0]

@@ -15,7 +15,15 @@ import numpy as np
 from ppise.errors import ConfigError
 from ppise.utils.logger import logger
 
-KNN_METHODS = ("exact", "ivf", "hnsw")
+KNN_METHODS = ("exact", "ivf", "pca", "hnsw")
+# Approximate search settings (measured in benchmarks/bench_pseudo_label.py on 2 CPU cores).
+IVF_DIM = 256  # PCA dimensions used to pick candidates
+IVF_CELL = 64  # rows per k-means cell
+IVF_NPROBE = 16  # cells probed per row
+IVF_SHORT_FACTOR = 3  # candidates re-scored exactly per row, in multiples of k
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
 DEVICES = ("cpu", "gpu")
 
 
@@ -58,56 +66,159 @@ def _top_k(s: np.ndarray, cand: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndar
     return np.take_along_axis(ps, order, axis=1), cand[np.take_along_axis(part, order, axis=1)]
 
 
-def _ivf(x: np.ndarray, k: int, device: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Inverted-file search done as dense blocks: exact within each query's probed cells.
+def _top_eigenvectors(gram: np.ndarray, dim: int, rng: np.random.Generator, iters: int = 4) -> np.ndarray:
+    """Leading ``dim`` eigenvectors of a symmetric PSD matrix by subspace iteration (float32, D x dim).
 
-    k-means splits the points into ~sqrt(N) cells; each query probes its ``nprobe``
-    nearest centroids. Per cell, all queries probing it are scored against the cell's
-    points with one matrix product, their top k kept, and the per-probe lists merged.
-    faiss's CPU IVF scans list by list per query, several times slower for 2048-d
-    features; on a GPU faiss's GpuIndexIVFFlat is used instead.
-    Recall depends on k-means cells following identities: on features whose variance is
-    dominated by shared nuisance directions (camera, pose) it can be poor; prefer
-    ``hnsw`` then (see benchmarks/bench_pseudo_label.py).
+    A full D x D eigen-decomposition costs seconds at D = 2048; candidate picking needs
+    only a good leading subspace, which a few products with a D x (dim + 64) block give.
+    """
+    d = gram.shape[0]
+    width = min(d, dim + 64)
+    q = np.linalg.qr(gram @ rng.standard_normal((d, width), dtype=np.float32))[0]
+    for _ in range(iters):
+        q = np.linalg.qr(gram @ q)[0]
+    vals, vecs = np.linalg.eigh(q.T @ gram @ q)
+    return np.ascontiguousarray((q @ vecs[:, ::-1][:, :dim]).astype(np.float32))
+
+
+def _pca(x: np.ndarray, dim: int, seed: int = 1234) -> np.ndarray:
+    """Rows of ``x`` projected on their top-``dim`` principal axes (float32, N x dim).
+
+    The axes come from a random sample of at most 8192 rows: the covariance is
+    D x D whatever N is. Distances in this space only pick candidates; every
+    neighbour kept is re-scored with the full features (see ``_refine``).
     """
     n, d = x.shape
-    ncells = max(1, int(round(math.sqrt(n))))
-    nprobe = min(ncells, 12)
-    kmeans = faiss.Kmeans(d, ncells, niter=10, seed=1234, spherical=True, max_points_per_centroid=64, gpu=device == "gpu")
-    kmeans.train(x)
-    if device == "gpu":
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, ncells, faiss.METRIC_INNER_PRODUCT)
-        index.quantizer.add(kmeans.centroids)
-        index.is_trained = True
-        index = _to_gpu(index)
-        index.add(x)
-        faiss.extract_index_ivf(index).nprobe = nprobe
-        return index.search(x, k)
-    _, probes = faiss.knn(x, kmeans.centroids, nprobe, metric=faiss.METRIC_INNER_PRODUCT)
-    home = probes[:, 0]
+    if dim >= d:
+        return x
+    rng = np.random.default_rng(seed)
+    sample = x[np.sort(rng.choice(n, min(n, 8192), replace=False))]
+    mean = sample.mean(axis=0)
+    sample -= mean
+    gram = sample.T @ sample
+    axes = _top_eigenvectors(gram, dim, rng)
+    z = np.empty((n, dim), dtype=np.float32)
+    step = 16384
+    for s in range(0, n, step):  # x @ axes in blocks: no N x D temporary
+        np.matmul(x[s:s + step], axes, out=z[s:s + step])
+    return z
+
+
+def _cells(z: np.ndarray, size: int, seed: int = 1234) -> Tuple[np.ndarray, np.ndarray]:
+    """k-means on the reduced rows: (centroids, home cell of each row), ~``size`` rows a cell."""
+    n, d = z.shape
+    ncells = max(1, n // size)
+    km = faiss.Kmeans(d, ncells, niter=8, seed=seed, max_points_per_centroid=32, min_points_per_centroid=1)
+    km.train(z)
+    _, home = km.index.search(z, 1)
+    return km.centroids, home[:, 0].astype(np.int64)
+
+
+def _groups(home: np.ndarray, ncells: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Row ids sorted by cell and the cell boundaries in that order."""
     order = np.argsort(home, kind="stable")
-    bounds = np.searchsorted(home[order], np.arange(ncells + 1))
-    flat = probes.ravel()
-    by_cell = np.argsort(flat, kind="stable")  # (query, slot) pairs grouped by probed cell
-    qbounds = np.searchsorted(flat[by_cell], np.arange(ncells + 1))
-    cand_s = np.full((n, nprobe, k), -np.inf, dtype=np.float32)
-    cand_i = np.full((n, nprobe, k), -1, dtype=np.int64)
+    return order, np.searchsorted(home[order], np.arange(ncells + 1))
+
+
+def _shortlist_ivf(z: np.ndarray, centroids: np.ndarray, home: np.ndarray, short: int, nprobe: int) -> np.ndarray:
+    """Per row, the ``short`` nearest rows (reduced L2) among the cells its cell-mates probe.
+
+    Rows are handled cell by cell: the rows of one cell are scored against all members of
+    the union of the ``nprobe`` nearest cells of each of them with one matrix product, so
+    a row also searches cells its neighbours probe (better recall at cell borders) and
+    BLAS does all the work.
+    """
+    n = z.shape[0]
+    ncells = centroids.shape[0]
+    nprobe = min(nprobe, ncells)
+    _, probes = faiss.knn(z, centroids, nprobe)
+    order, bounds = _groups(home, ncells)
+    sq = np.einsum("ij,ij->i", z, z)
+    cand = np.empty((n, short), dtype=np.int64)
     for c in range(ncells):
-        a, b = bounds[c], bounds[c + 1]
-        pairs = by_cell[qbounds[c]:qbounds[c + 1]]
-        if a == b or pairs.size == 0:
+        rows = order[bounds[c]:bounds[c + 1]]
+        if rows.size == 0:
             continue
-        members = order[a:b]
-        xm = x[members]
-        kk = min(k, b - a)
-        step = max(1, (1 << 22) // (b - a))  # bounds the score block (and its argpartition) to ~16 MB
-        for p0 in range(0, pairs.size, step):
-            chunk = pairs[p0:p0 + step]
-            queries, slots = chunk // nprobe, chunk % nprobe
-            top_s, top_i = _top_k(x[queries] @ xm.T, members, kk)
-            cand_s[queries, slots, :kk] = top_s
-            cand_i[queries, slots, :kk] = top_i
-    return _top_k_rows(cand_s.reshape(n, -1), cand_i.reshape(n, -1), k)
+        cells = np.unique(probes[rows])
+        members = np.concatenate([order[bounds[k]:bounds[k + 1]] for k in cells])
+        kk = min(short, members.size)
+        score = z[rows] @ z[members].T
+        score *= 2.0
+        score -= sq[members]
+        part = np.argpartition(-score, kk - 1, axis=1)[:, :kk]
+        got = members[part]
+        if kk < short:  # tiny sets: repeat the last candidate (duplicates are dropped later)
+            got = np.concatenate([got, np.repeat(got[:, -1:], short - kk, axis=1)], axis=1)
+        cand[rows] = got
+    return cand
+
+
+def _refine(x: np.ndarray, cand: np.ndarray, home: np.ndarray, ncells: int, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Best k of each row's candidates by exact full-dimensional inner products.
+
+    Rows of one cell share most candidates: their union is gathered once and scored
+    with one matrix product, then each row reads its own candidates' scores. Duplicate
+    candidates are scored -inf after their first copy, so a row never lists a point twice.
+    """
+    n = x.shape[0]
+    order, bounds = _groups(home, ncells)
+    sims = np.empty((n, k), dtype=np.float32)
+    idx = np.empty((n, k), dtype=np.int64)
+    for c in range(ncells):
+        rows = order[bounds[c]:bounds[c + 1]]
+        if rows.size == 0:
+            continue
+        cr = np.sort(cand[rows], axis=1)
+        union, inv = np.unique(cr, return_inverse=True)
+        inv = inv.reshape(cr.shape)
+        full = x[rows] @ x[union].T
+        s = np.take_along_axis(full, inv, axis=1)
+        dup = np.zeros(cr.shape, dtype=bool)
+        dup[:, 1:] = cr[:, 1:] == cr[:, :-1]
+        s[dup] = -np.inf
+        kk = min(k, cr.shape[1])
+        top_s, top_i = _top_k_rows(s, cr, kk)
+        sims[rows, :kk], idx[rows, :kk] = top_s, top_i
+        if kk < k:
+            sims[rows, kk:], idx[rows, kk:] = -np.inf, -1
+    idx[~np.isfinite(sims)] = -1  # fewer distinct candidates than k: re-searched exactly by the caller
+    return sims, idx
+
+
+def _ivf(x: np.ndarray, k: int, device: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Reduce, partition, shortlist, refine: exact distances, approximate recall only.
+
+    PCA to ``IVF_DIM`` dims; k-means cells of ~``IVF_CELL`` rows in that space; each row
+    shortlists ``IVF_SHORT_FACTOR * k`` candidates from the cells it and its cell-mates
+    probe (``IVF_NPROBE`` nearest centroids each); the shortlist is re-scored with the
+    full features. Cells and shortlist run on the CPU whatever ``device`` is: they are
+    cheap next to an exact search.
+    """
+    n = x.shape[0]
+    if n <= 4 * IVF_CELL:  # too few points for cells to pay: exact search
+        return _exact(x, k, device)
+    z = _pca(x, IVF_DIM)
+    centroids, home = _cells(z, IVF_CELL)
+    cand = _shortlist_ivf(z, centroids, home, max(IVF_SHORT_FACTOR * k, k + 10), IVF_NPROBE)
+    del z
+    return _refine(x, cand, home, centroids.shape[0], k)
+
+
+def _pca_exact(x: np.ndarray, k: int, device: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact search in the PCA space (1/8 of the FLOPs at 2048 -> 256 dims), then refine."""
+    n = x.shape[0]
+    if n <= 4 * IVF_CELL:
+        return _exact(x, k, device)
+    z = _pca(x, IVF_DIM)
+    short = min(n, max(IVF_SHORT_FACTOR * k, k + 10))
+    if device == "gpu":
+        index = _to_gpu(faiss.IndexFlatL2(z.shape[1]))
+        index.add(z)
+        _, cand = index.search(z, short)
+    else:
+        _, cand = faiss.knn(z, z, short)
+    _, home = _cells(z, IVF_CELL)
+    return _refine(x, cand, home, int(home.max()) + 1, k)
 
 
 def _top_k_rows(s: np.ndarray, ids: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -119,14 +230,26 @@ def _top_k_rows(s: np.ndarray, ids: np.ndarray, k: int) -> Tuple[np.ndarray, np.
 
 
 def _hnsw(x: np.ndarray, k: int, device: str) -> Tuple[np.ndarray, np.ndarray]:
-    """faiss HNSW graph (M=16, efSearch 128) over the full features; CPU only (faiss has no GPU HNSW)."""
+    """faiss HNSW graph over the PCA-reduced rows, shortlist re-scored with the full features.
+
+    Slower to build than ``ivf`` on 2 CPU cores and no more accurate (see the module
+    docstring); CPU only (faiss has no GPU HNSW).
+    """
     if device == "gpu":
         logger.warning("Cluster.knn=hnsw has no faiss GPU version; it runs on the CPU")
-    index = faiss.IndexHNSWFlat(x.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 40
-    index.add(x)
-    index.hnsw.efSearch = max(4 * k, 128)
-    return index.search(x, k)
+    n = x.shape[0]
+    if n <= 4 * IVF_CELL:
+        return _exact(x, k, "cpu")
+    z = _pca(x, IVF_DIM)
+    short = min(n, max(IVF_SHORT_FACTOR * k, k + 10))
+    index = faiss.IndexHNSWFlat(z.shape[1], HNSW_M)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.add(z)
+    index.hnsw.efSearch = max(2 * short, HNSW_EF_SEARCH)
+    _, cand = index.search(z, short)
+    _, home = _cells(z, IVF_CELL)
+    cand = np.where(cand < 0, np.arange(n)[:, None], cand)
+    return _refine(x, cand, home, int(home.max()) + 1, k)
 
 
 def _self_first(sims: np.ndarray, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -161,7 +284,7 @@ def knn_search(x: np.ndarray, k: int, method: str = "exact", device: str = "cpu"
     if method not in KNN_METHODS:
         raise ConfigError(f"Cluster.knn: unknown value {method!r}; expected one of {KNN_METHODS}")
     device = resolve_device(device)
-    search = {"exact": _exact, "ivf": _ivf, "hnsw": _hnsw}[method]
+    search = {"exact": _exact, "ivf": _ivf, "pca": _pca_exact, "hnsw": _hnsw}[method]
     sims, idx = search(x, k, device)
     idx = idx.astype(np.int64, copy=False)
     short = np.flatnonzero((idx < 0).any(axis=1))
