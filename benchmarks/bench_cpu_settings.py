@@ -2,7 +2,10 @@
 
 Each setting runs in a fresh process (thread pools and oneDNN are process-wide):
 - ``default``: Paddle as installed (oneDNN flag off, thread pools unset);
-- ``ppise``: what ``ppise.utils.device`` sets: oneDNN on, OMP/MKL threads = cores.
+- ``threads``: OMP/MKL threads = cores only;
+- ``onednn``: ``FLAGS_use_mkldnn`` only;
+- ``ppise``: what ``ppise.utils.device`` sets for ``Global.device: cpu`` (see its docstring).
+Run it on an otherwise idle machine: oversubscribed cores distort thread-pool timings.
 
     python benchmarks/bench_cpu_settings.py --model resnet50 demo --batch 32 --steps 3
 """
@@ -28,15 +31,23 @@ MODELS = {
 
 def worker(model: str, setting: str, batch: int, steps: int) -> None:
     sys.path.insert(0, ROOT)
-    if setting == "ppise":
-        from ppise.utils.device import prepare_env, setup_device
+    from ppise.utils.device import cpu_count, prepare_env, setup_device
 
+    if setting == "threads":
+        prepare_env({"device": "cpu", "cpu_threads": cpu_count()})
+    elif setting == "ppise":
         prepare_env({"device": "cpu"})
     import numpy as np
     import paddle
 
     if setting == "ppise":
         setup_device({"device": "cpu"})
+    elif setting == "threads":
+        from paddle.base import core
+
+        core.set_num_threads(cpu_count())
+    elif setting == "onednn":
+        paddle.set_flags({"FLAGS_use_mkldnn": True})
     from ppise.arch import build_model
 
     arch, shape = MODELS[model]
@@ -65,15 +76,17 @@ def main() -> None:
     if args.worker:
         worker(args.worker[0], args.worker[1], args.batch, args.steps)
         return
-    print(f"{'model':>9} | batch | {'default s/step':>14} | {'ppise s/step':>12} | speed-up")
+    settings = ("default", "threads", "onednn", "ppise")
+    print(f"{'model':>9} | batch | " + " | ".join(f"{s + ' s':>10}" for s in settings) + " | ppise speed-up")
     for model in args.model:
         seconds = {}
-        for setting in ("default", "ppise"):
+        for setting in settings:
             env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "FLAGS_use_mkldnn")}
             out = subprocess.run([sys.executable, __file__, "--worker", model, setting, "--batch", str(args.batch), "--steps", str(args.steps)],
                                  env=env, capture_output=True, text=True, check=True).stdout
             seconds[setting] = json.loads(out.strip().splitlines()[-1])["seconds"]
-        print(f"{model:>9} | {args.batch:5d} | {seconds['default']:14.2f} | {seconds['ppise']:12.2f} | {seconds['default'] / seconds['ppise']:7.2f}x")
+        print(f"{model:>9} | {args.batch:5d} | " + " | ".join(f"{seconds[s]:10.3f}" for s in settings)
+              + f" | {seconds['default'] / seconds['ppise']:7.2f}x")
 
 
 if __name__ == "__main__":

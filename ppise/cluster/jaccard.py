@@ -15,6 +15,14 @@ from the reference:
 Deviations, all documented: N < k1 caps the rank length at N (so every set is over the
 N points there are); a duplicate listed before the point itself is moved after it; the
 diagonal is stored as an exact 0 (the reference's float32 sums leave ~1e-7 there).
+
+Memory guard: before the pairs sharing support are stored, their number is estimated
+(raw contributions, counted for free, times the distinct / raw ratio of ~1024 sampled
+rows) and, at ~``BYTES_PER_PAIR`` bytes a pair, compared with a budget (argument
+``memory_budget_bytes``, else ``$PPISE_JACCARD_MEMORY_GB``, else half the available
+RAM); the running count is checked while storing too. Over budget -> ``TrainingError``
+naming ``Cluster.knn``, ``Cluster.k1`` and the estimate, never a silent 13 GB. The guard
+reads but never changes the pairs: results are bit-identical with or without it.
 """
 from __future__ import annotations
 
@@ -181,20 +189,21 @@ class _PairBlocks:
         block.sum_duplicates()
         return block
 
-    def estimate_stored(self, samples: int = 256, seed: int = 0) -> float:
+    def estimate_stored(self, samples: int = 1024, seed: int = 0) -> float:
         """Expected number of distinct pairs, from the distinct / raw ratio of random rows.
 
         Counting raw contributions is free (``ends``) but overcounts pairs sharing many
-        columns; the exact distinct count would cost a full pass, so a few hundred rows,
+        columns; the exact distinct count would cost a full pass, so ~1000 rows,
         drawn with probability proportional to their raw count, give the ratio.
         """
         raw = int(self.ends[-1]) if self.n else 0
         if raw == 0:
             return 0.0
         rng = np.random.default_rng(seed)
-        rows = np.unique(np.searchsorted(self.ends, rng.integers(0, raw, samples), side="right"))
-        ratio = np.mean([self.block(int(r), int(r) + 1).nnz / self.row_pairs[r] for r in rows])
-        return float(raw * ratio)
+        drawn = np.searchsorted(self.ends, rng.integers(0, raw, samples), side="right")
+        rows, times = np.unique(drawn, return_counts=True)
+        ratios = np.array([self.block(int(r), int(r) + 1).nnz / self.row_pairs[r] for r in rows])
+        return float(raw * np.average(ratios, weights=times))
 
 
 def _shared_min_sums(
@@ -217,8 +226,11 @@ def _shared_min_sums(
             f"Cluster.knn={knn!r}, Cluster.k1={k1}: the Jaccard stage would store {how} {count:,.0f} pairs "
             f"(~{count * BYTES_PER_PAIR / 2**30:.1f} GB at ~{BYTES_PER_PAIR} bytes a pair) for N={n}, over its memory "
             f"budget of {budget / 2**30:.1f} GB (default: half the available RAM; set {MEMORY_ENV} to change it). "
-            f"Poor approximate neighbour lists or a large k1 inflate the k-reciprocal sets: try Cluster.knn: exact "
-            f"or ivf, or a smaller Cluster.k1."
+            + (
+                "Poor approximate neighbour lists inflate the k-reciprocal sets: try Cluster.knn: exact, or a smaller Cluster.k1."
+                if knn != "exact"
+                else "Try a smaller Cluster.k1, or more free memory."
+            )
         )
 
     estimate = pairs.estimate_stored()

@@ -1,12 +1,33 @@
-"""k-nearest-neighbour rank lists with faiss: exact by default, IVF / HNSW for very large N.
+"""k-nearest-neighbour rank lists with faiss: exact by default, approximate options for large N.
 
 Features are unit rows, so inner product order equals the L2 order the reference uses
 (cluster contrast searches ``IndexFlatL2``); we search by inner product and return the
 similarities too, which the Jaccard step reuses instead of recomputing dot products.
+
+``Cluster.knn`` options. Every approximate option only *picks candidates* cheaply and then
+re-scores a shortlist of ``IVF_SHORT_FACTOR * k`` candidates per row with the full
+features, so the similarities returned are exact full-dimensional ones and only recall
+can differ from ``exact``. Below ``4 * IVF_CELL`` rows they all run the exact search.
+
+* ``exact``: faiss brute force (``faiss.knn``), O(N^2 D). The reference behaviour.
+* ``ivf``: PCA to ``IVF_DIM`` dims, k-means cells of ~``IVF_CELL`` rows, each row scores
+  the cells it and its cell-mates probe, then exact re-ranking. Fastest; recommended
+  approximate option, but only where the leading principal axes carry the identity
+  signal (trained CNN features usually; synthetic ``--id-rank 128`` data of
+  benchmarks/bench_pseudo_label.py). On features whose identity signal is spread over
+  all 2048 dims (the benchmark's default ``--id-rank 0`` data) recall collapses with N:
+  0.986 at N = 12,936 but 0.45 at 32,621 (labels ARI 0.07 vs exact).
+* ``pca``: exact search in the PCA space (1/8 of the FLOPs at 2048 -> 256 dims), then
+  re-ranking. Better recall than ``ivf`` (0.994 at 12,936) for 8x less work than
+  ``exact``, so still O(N^2): it does not meet a 90 s budget at N = 100,000 on 2 cores.
+* ``hnsw``: faiss HNSW graph over the PCA rows, then re-ranking. Recall like ``pca``, but
+  the graph build is slow on 2 cores (47 s at N = 12,936 under load): not recommended.
+
+The Jaccard stage refuses (``TrainingError``) neighbour lists whose k-reciprocal sets
+would not fit in memory, which is how poor approximate lists show up at large N.
 """
 from __future__ import annotations
 
-import math
 from typing import Tuple
 
 import faiss
@@ -19,7 +40,7 @@ KNN_METHODS = ("exact", "ivf", "pca", "hnsw")
 # Approximate search settings (measured in benchmarks/bench_pseudo_label.py on 2 CPU cores).
 IVF_DIM = 256  # PCA dimensions used to pick candidates
 IVF_CELL = 64  # rows per k-means cell
-IVF_NPROBE = 16  # cells probed per row
+IVF_NPROBE = 8  # cells probed per row (its cell-mates probe more: see _shortlist_ivf)
 IVF_SHORT_FACTOR = 3  # candidates re-scored exactly per row, in multiples of k
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 80
@@ -52,18 +73,6 @@ def _exact(x: np.ndarray, k: int, device: str) -> Tuple[np.ndarray, np.ndarray]:
         return index.search(x, k)
     # faiss.knn needs no index copy of the database: memory stays at the features alone.
     return faiss.knn(x, x, k, metric=faiss.METRIC_INNER_PRODUCT)
-
-
-def _top_k(s: np.ndarray, cand: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Best k columns of each row of ``s`` (similarities), sorted best first."""
-    if s.shape[1] < k:  # too few candidates: pad, the caller re-searches such rows exactly
-        pad = k - s.shape[1]
-        s = np.concatenate([s, np.full((s.shape[0], pad), -np.inf, dtype=s.dtype)], axis=1)
-        cand = np.concatenate([cand, np.full(pad, -1, dtype=cand.dtype)])
-    part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-    ps = np.take_along_axis(s, part, axis=1)
-    order = np.argsort(-ps, axis=1, kind="stable")
-    return np.take_along_axis(ps, order, axis=1), cand[np.take_along_axis(part, order, axis=1)]
 
 
 def _top_eigenvectors(gram: np.ndarray, dim: int, rng: np.random.Generator, iters: int = 4) -> np.ndarray:
