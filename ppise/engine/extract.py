@@ -46,7 +46,7 @@ def extract_features(model, loader, normalize: bool = True, desc: str = "feature
         "cams": np.concatenate(cams).astype(np.int64) if cams else np.zeros(0, np.int64),
         "idx": np.concatenate(idxs).astype(np.int64) if idxs else np.zeros(0, np.int64),
     }
-    merged = {k: np.concatenate(dist.all_gather_numpy(v)) for k, v in local.items()}
+    merged = {k: np.concatenate(dist.all_gather_object(v)) for k, v in local.items()}
     _, first = np.unique(merged["idx"], return_index=True)  # drop shard padding, sort by index
     result = {k: v[first] for k, v in merged.items()}
     if normalize:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 from typing import Any, List
 
-import numpy as np
 
 
 def world_size() -> int:
@@ -33,17 +32,6 @@ def barrier() -> None:
         import paddle.distributed as dist
 
         dist.barrier()
-
-
-def all_gather_numpy(array: np.ndarray) -> List[np.ndarray]:
-    """Gather a numpy array of any first dimension from every rank (rank order)."""
-    if world_size() == 1:
-        return [array]
-    import paddle.distributed as dist
-
-    objs: List[Any] = []
-    dist.all_gather_object(objs, array)
-    return list(objs)
 
 
 def all_gather_object(obj: Any) -> List[Any]:
