@@ -4,7 +4,7 @@ Each (N, knn) case runs in a fresh subprocess so its peak RSS is its own. Featur
 synthetic re-ID-like unit vectors: identities of ~17 images (Market-1501 has 751 x 17),
 grouped in look-alike families and seen by 6 cameras, noisy enough that DBSCAN errs.
 
-    python benchmarks/bench_pseudo_label.py --n 12936 32621 100000 --knn exact pca ivf hnsw --cache /tmp/ppise_exact
+    python benchmarks/bench_pseudo_label.py --n 12936 32621 100000 --knn exact ivf --cache /tmp/ppise_exact
 
 The exact kNN at N = 100,000 takes 10+ minutes on 2 cores: with ``--cache`` it runs once
 and later runs compare against its stored labels and neighbour lists (recall@k1, ARI).
@@ -129,8 +129,10 @@ def worker(n: int, method: str, out_dir: str, dim: int, id_rank: int = 0, cache:
 
         t0 = time.perf_counter()
         xu = check_features(x)
-        sims, rank = knn_search(xu, 30, method)
+        info: Dict = {}
+        sims, rank = knn_search(xu, 30, method, info=info)
         t1 = time.perf_counter()
+        extra.update(info)
         dist = jaccard_from_knn(xu, sims, rank, 30, 6, knn=method)
         t2 = time.perf_counter()
         labels = dbscan_sparse(dist, 0.6, 4)
@@ -194,7 +196,7 @@ def main(argv: List[str] = None) -> None:
         os.makedirs(args.cache, exist_ok=True)
     head = (
         f"{'N':>7} {'knn':>6} {'knn s':>7} {'jacc s':>7} {'dbscan s':>8} {'total s':>8} {'cpu s':>7} {'non-knn s':>9} {'peak MB':>8} "
-        f"{'data MB':>8} {'clusters':>8} {'ARI true':>8} {'recall@k1':>9} {'ARI vs exact':>12}"
+        f"{'data MB':>8} {'clusters':>8} {'ARI true':>8} {'recall@k1':>9} {'est.':>6} {'probes':>6} {'ARI vs exact':>12}"
     )
     print(head, flush=True)
     for n in args.n:
@@ -219,10 +221,12 @@ def main(argv: List[str] = None) -> None:
                 vs = f"{adjusted_rand_score(a, b):.4f}" + (" (identical)" if np.array_equal(a, b) else "")
             rest = r["seconds"] - r["knn_seconds"]
             rec = f"{r['recall']:.4f}" if "recall" in r else "-"
+            est = f"{r['knn_recall_estimate']:.3f}" if "knn_recall_estimate" in r else "-"
+            probes = f"{r['knn_pivot_probes']:.0f}" if "knn_pivot_probes" in r else "-"
             print(
                 f"{n:>7} {method:>6} {r['knn_seconds']:>7.2f} {r['jaccard_seconds']:>7.2f} {r['dbscan_seconds']:>8.2f} "
                 f"{r['seconds']:>8.2f} {r['cpu_seconds']:>7.1f} {rest:>9.2f} {r['peak_rss_mb']:>8.0f} {r['data_rss_mb']:>8.0f} "
-                f"{r['num_clusters']:>8} {r['ari']:>8.4f} {rec:>9} {vs:>12}",
+                f"{r['num_clusters']:>8} {r['ari']:>8.4f} {rec:>9} {est:>6} {probes:>6} {vs:>12}",
                 flush=True,
             )
         if "dense" in rows and "exact" in rows and "error" not in rows["dense"] and "error" not in rows["exact"]:

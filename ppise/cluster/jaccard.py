@@ -312,13 +312,14 @@ def jaccard_distance_timed(
 def jaccard_of_unit(
     x: np.ndarray, k1: int, k2: int, knn: str, device: str, memory_budget_bytes: Optional[float] = None
 ) -> Tuple[sp.csr_matrix, Dict[str, float]]:
-    """Timed Jaccard of features already passed through ``check_features``."""
+    """Timed Jaccard of features already passed through ``check_features`` (+ the kNN's diagnostics)."""
     t0 = time.perf_counter()
-    sims, rank = knn_search(x, min(k1, x.shape[0]), knn, device)
+    info: Dict[str, float] = {}
+    sims, rank = knn_search(x, min(k1, x.shape[0]), knn, device, info)
     t1 = time.perf_counter()
     dist = jaccard_from_knn(x, sims, rank, k1, k2, memory_budget_bytes, knn)
     t2 = time.perf_counter()
-    return dist, {"knn_seconds": t1 - t0, "jaccard_seconds": t2 - t1}
+    return dist, {"knn_seconds": t1 - t0, "jaccard_seconds": t2 - t1, **info}
 
 
 def jaccard_distance(
