@@ -101,7 +101,6 @@ def worker(n: int, method: str, out_dir: str, dim: int, id_rank: int = 0, cache:
     key = os.path.join(cache, _cache_key(n, dim, id_rank)) if cache else ""
     extra: Dict = {}
     if method == "dense":
-        import faiss
         from sklearn.cluster import DBSCAN
 
         from dense_jaccard_reference import dense_jaccard

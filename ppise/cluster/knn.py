@@ -69,6 +69,7 @@ def _exact(x: np.ndarray, k: int, device: str) -> Tuple[np.ndarray, np.ndarray]:
 def _ivf(x: np.ndarray, k: int, device: str, info: Dict[str, float]) -> Tuple[np.ndarray, np.ndarray]:
     """Overlapping pivot cells (see ``pivot_knn``); CPU whatever ``device`` is (it is matrix products)."""
     if x.shape[0] < APPROX_MIN_ROWS:
+        logger.info(f"Cluster.knn=ivf: {x.shape[0]} rows < {APPROX_MIN_ROWS}, where the exact search is as fast: using it")
         return _exact(x, k, device)
     sims, idx, found = pivot_knn(x, k)
     info.update({f"knn_{key}": value for key, value in found.items()})
