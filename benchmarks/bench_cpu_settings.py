@@ -1,4 +1,4 @@
-"""Training-step time on CPU: Paddle's defaults versus the settings ppise picks for Global.device=cpu.
+"""Training-step and feature-extraction time on CPU: Paddle's defaults versus ppise's settings.
 
 Each setting runs in a fresh process (thread pools and oneDNN are process-wide):
 - ``default``: Paddle as installed (oneDNN flag off, thread pools unset);
@@ -7,11 +7,15 @@ Each setting runs in a fresh process (thread pools and oneDNN are process-wide):
 - ``ppise``: what ``ppise.utils.device`` sets for ``Global.device: cpu`` (see its docstring).
 Run it on an otherwise idle machine: oversubscribed cores distort thread-pool timings.
 
-    python benchmarks/bench_cpu_settings.py --model resnet50 demo --batch 32 --steps 3
+    python benchmarks/bench_cpu_settings.py --model resnet50 demo --batch 32 --steps 3 --phase train extract
+
+``--phase extract`` times an eval-mode forward pass without gradients (what the cluster
+hook and evaluation run over every image each epoch) instead of a training step.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -29,7 +33,7 @@ MODELS = {
 }
 
 
-def worker(model: str, setting: str, batch: int, steps: int) -> None:
+def worker(model: str, setting: str, batch: int, steps: int, phase: str = "train") -> None:
     sys.path.insert(0, ROOT)
     from ppise.utils.device import cpu_count, prepare_env, setup_device
 
@@ -52,10 +56,21 @@ def worker(model: str, setting: str, batch: int, steps: int) -> None:
 
     arch, shape = MODELS[model]
     net = build_model(arch)
-    net.train()
-    opt = paddle.optimizer.Adam(learning_rate=3.5e-4, parameters=net.parameters(), weight_decay=5e-4)
     x = paddle.to_tensor(np.random.rand(batch, *shape).astype("float32"))
     times = []
+    if phase == "extract":
+        from ppise.utils.device import extraction_threads
+
+        net.eval()
+        with paddle.no_grad(), (extraction_threads() if setting == "ppise" else contextlib.nullcontext()):
+            for _ in range(steps + 1):  # the first pass warms up kernels and oneDNN primitives
+                start = time.perf_counter()
+                net(x)["features"].numpy()
+                times.append(time.perf_counter() - start)
+        print(json.dumps({"seconds": min(times[1:])}))
+        return
+    net.train()
+    opt = paddle.optimizer.Adam(learning_rate=3.5e-4, parameters=net.parameters(), weight_decay=5e-4)
     for _ in range(steps + 1):  # the first step warms up kernels and oneDNN primitives
         start = time.perf_counter()
         loss = net(x)["features"].pow(2).mean()
@@ -71,22 +86,24 @@ def main() -> None:
     parser.add_argument("--model", nargs="+", default=["resnet50", "demo"], choices=sorted(MODELS))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--phase", nargs="+", default=["train"], choices=["train", "extract"])
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker[0], args.worker[1], args.batch, args.steps)
+        worker(args.worker[0], args.worker[1], args.batch, args.steps, args.worker[2])
         return
     settings = ("default", "threads", "onednn", "ppise")
-    print(f"{'model':>9} | batch | " + " | ".join(f"{s + ' s':>10}" for s in settings) + " | ppise speed-up")
+    print(f"{'model':>9} | {'phase':>7} | batch | " + " | ".join(f"{s + ' s':>10}" for s in settings) + " | ppise speed-up")
     for model in args.model:
-        seconds = {}
-        for setting in settings:
-            env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "FLAGS_use_mkldnn")}
-            out = subprocess.run([sys.executable, __file__, "--worker", model, setting, "--batch", str(args.batch), "--steps", str(args.steps)],
-                                 env=env, capture_output=True, text=True, check=True).stdout
-            seconds[setting] = json.loads(out.strip().splitlines()[-1])["seconds"]
-        print(f"{model:>9} | {args.batch:5d} | " + " | ".join(f"{seconds[s]:10.3f}" for s in settings)
-              + f" | {seconds['default'] / seconds['ppise']:7.2f}x")
+        for phase in args.phase:
+            seconds = {}
+            for setting in settings:
+                env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "FLAGS_use_mkldnn")}
+                cmd = [sys.executable, __file__, "--worker", model, setting, phase, "--batch", str(args.batch), "--steps", str(args.steps)]
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+                seconds[setting] = json.loads(out.strip().splitlines()[-1])["seconds"]
+            print(f"{model:>9} | {phase:>7} | {args.batch:5d} | " + " | ".join(f"{seconds[s]:10.3f}" for s in settings)
+                  + f" | {seconds['default'] / seconds['ppise']:7.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from typing import Dict
 import numpy as np
 
 from ..utils import dist
+from ..utils.device import extraction_threads
 from ..utils.logger import logger
 
 
@@ -28,7 +29,7 @@ def extract_features(model, loader, normalize: bool = True, desc: str = "feature
     feats, pids, cams, idxs = [], [], [], []
     start = time.time()
     total = len(loader)
-    with paddle.no_grad():
+    with paddle.no_grad(), extraction_threads():
         for i, (images, pid, cam, idx) in enumerate(loader):
             out = model(images)
             feat = out[output_key] if isinstance(out, dict) else out

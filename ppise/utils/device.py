@@ -8,19 +8,24 @@ oneDNN is on: it costs training little or nothing (30.4 vs 27.6 s, 0.104 vs 0.10
 makes eval-mode feature extraction (clustering, evaluation) much faster: the deploy and
 parity tests, which are mostly extraction, took 2.7x longer with it off. Override with
 ``Global.cpu_threads`` / ``Global.use_mkldnn``.
+Feature extraction (eval mode, no gradients) is different: it ran 1.5x faster with both
+cores (``--phase extract``: ResNet-50, batch 32, 8.4 s with 1 thread, 5.7 s with ppise's
+``extraction_threads``), so extraction switches to the process's share of the cores.
 More throughput on a multi-core CPU comes from more processes: data loader workers and
-``paddle.distributed.launch --nproc_per_node N``. faiss (clustering kNN) uses all cores.
+``paddle.distributed.launch --nproc_per_node N``. The clustering kNN uses all cores.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Dict
+import contextlib
+from typing import Any, Dict, Iterator
 
 from ..errors import ConfigError
 from .logger import logger
 
 DEFAULT_CPU_THREADS = 1
 DEFAULT_USE_MKLDNN = True
+_state = {"cpu": False, "threads": DEFAULT_CPU_THREADS}  # what setup_device chose, for extraction_threads
 
 
 def cpu_count() -> int:
@@ -73,6 +78,7 @@ def setup_device(glob: Dict[str, Any]) -> str:
         return place
     threads = cpu_threads(glob)
     _set_threads(threads)
+    _state.update(cpu=True, threads=threads)
     use_mkldnn = glob.get("use_mkldnn")
     use_mkldnn = DEFAULT_USE_MKLDNN if use_mkldnn is None else bool(use_mkldnn)
     try:
@@ -83,3 +89,29 @@ def setup_device(glob: Dict[str, Any]) -> str:
     logger.info(f"device cpu: {threads} thread(s) per process, oneDNN {'on' if use_mkldnn else 'off'} "
                 f"(Global.cpu_threads / Global.use_mkldnn)")
     return "cpu"
+
+
+def _local_processes() -> int:
+    return max(1, int(os.environ.get("PADDLE_LOCAL_SIZE") or os.environ.get("PADDLE_TRAINERS_NUM") or 1))
+
+
+@contextlib.contextmanager
+def extraction_threads() -> Iterator[None]:
+    """Inside: this process's share of the cores as intra-op threads, for eval-mode extraction.
+
+    A training step is fastest with one thread, but a no-grad forward pass is not:
+    ``benchmarks/bench_cpu_settings.py --phase extract`` (ResNet-50, batch 32) took 12.4 s
+    with 1 thread and 8.0 s with 2. Outside a CPU run set up by ``setup_device`` (GPU, or
+    a library call), nothing changes.
+    """
+    threads = max(1, cpu_count() // _local_processes())
+    if not _state["cpu"] or threads == _state["threads"]:
+        yield
+        return
+    from paddle.base import core
+
+    core.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        core.set_num_threads(_state["threads"])
