@@ -196,3 +196,24 @@ def test_ivf_reports_diagnostics_in_stats(data):
     assert 0.9 <= stats["knn_recall_estimate"] <= 1.0
     assert stats["knn_pivot_probes"] in (8.0, 16.0)
     assert "knn_recall_estimate" not in pseudo_labels(x).stats
+
+
+def test_ivf_falls_back_to_exact_when_its_recall_is_low(data, monkeypatch, caplog):
+    """Below IVF_MIN_RECALL the exact lists replace the approximate ones, with a warning."""
+    import logging
+
+    import ppise.cluster.knn as knn_module
+
+    x, _, ref_sims, ref, _ = data
+    monkeypatch.setattr(knn_module, "IVF_MIN_RECALL", 1.01)  # no estimate can reach it
+    logging.getLogger("ppise").propagate = True
+    try:
+        with caplog.at_level(logging.WARNING, logger="ppise"):
+            info = {}
+            sims, rank = knn_search(x, 30, "ivf", info=info)
+    finally:
+        logging.getLogger("ppise").propagate = False
+    assert np.array_equal(rank, ref) and np.array_equal(sims, ref_sims)
+    assert info["knn_fallback_exact"] == 1.0 and info["knn_recall_estimate"] == 1.0
+    assert 0.9 <= info["knn_approx_recall_estimate"] < 1.01
+    assert "searching exactly instead" in caplog.text and "Cluster.knn" in caplog.text

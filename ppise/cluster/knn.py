@@ -12,8 +12,12 @@ the neighbours it lists; only recall can differ from ``exact``.
   the development machines); ``device: gpu`` uses a faiss GPU flat index.
 * ``ivf``: overlapping pivot cells (``pivot_knn.py``): each row joins the cells of its 8
   most similar pivots, pairs inside a cell are scored exactly. About N * 2048 pairs instead
-  of N^2; the stats report a recall estimate measured on 256 rows every time. Recommended
-  for N in the hundreds of thousands; below ``APPROX_MIN_ROWS`` rows it runs ``exact``.
+  of N^2; the stats report a recall estimate measured on 256 rows every time, and below
+  ``IVF_MIN_RECALL`` the exact search replaces the lists (with a warning): on features
+  whose identities crowd a low-dimensional subspace (benchmark ``--id-rank 128``, N =
+  100,000) it reached only 0.80, and labels from such lists were far off (ARI 0.15).
+  Recommended for N in the hundreds of thousands; below ``APPROX_MIN_ROWS`` rows it runs
+  ``exact``.
 * ``hnsw``: faiss HNSW graph over the top-256 PCA rows, then exact re-ranking. Kept for
   comparison: recall collapses where identity information is spread over all dimensions
   (0.58 at N = 32,621 on the benchmark data) and the graph build is slow on 2 cores.
@@ -36,6 +40,7 @@ from ppise.utils.logger import logger
 
 KNN_METHODS = ("exact", "ivf", "hnsw")
 # Approximate search settings (measured in benchmarks/bench_pseudo_label.py on 2 CPU cores).
+IVF_MIN_RECALL = 0.9  # below this estimated recall, ivf's lists are replaced by the exact search
 APPROX_MIN_ROWS = 20000  # below this, approximate options run the exact search (seconds here, and as fast)
 DEVICES = ("cpu", "gpu")
 
@@ -73,6 +78,14 @@ def _ivf(x: np.ndarray, k: int, device: str, info: Dict[str, float]) -> Tuple[np
         return _exact(x, k, device)
     sims, idx, found = pivot_knn(x, k)
     info.update({f"knn_{key}": value for key, value in found.items()})
+    if found["recall_estimate"] < IVF_MIN_RECALL:
+        logger.warning(
+            f"Cluster.knn=ivf: estimated recall {found['recall_estimate']:.3f} < {IVF_MIN_RECALL} on these features "
+            f"(N={x.shape[0]}); searching exactly instead so the pseudo labels stay right. "
+            "Set Cluster.knn: exact to skip the attempt."
+        )
+        info.update(knn_fallback_exact=1.0, knn_approx_recall_estimate=found["recall_estimate"], knn_recall_estimate=1.0)
+        return _exact(x, k, device)
     return sims, idx
 
 

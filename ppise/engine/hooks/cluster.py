@@ -15,7 +15,6 @@ from ...utils.logger import logger
 from ..extract import extract_features
 from .base import Hook
 
-LOW_RECALL = 0.8  # approximate kNN recall below which the hook warns
 STAT_KEYS = ("num_clusters", "num_outliers", "ari", "nmi", "mixed_clusters", "sub_identities", "knn_seconds", "jaccard_seconds", "dbscan_seconds", "knn_recall_estimate")
 
 
@@ -104,10 +103,5 @@ class ClusterHook(Hook):
         trainer.epoch_record.update(record)
         extra = f", ARI {stats['ari']:.3f}, NMI {stats['nmi']:.3f}, mixed {stats['mixed_clusters']}, sub {stats['sub_identities']}" if "ari" in stats else ""
         if "knn_recall_estimate" in stats:
-            extra += f", approximate kNN recall ~{stats['knn_recall_estimate']:.3f}"
+            extra += f", kNN recall ~{stats['knn_recall_estimate']:.3f}" + (" (exact fallback)" if stats.get("knn_fallback_exact") else "")
         logger.info(f"epoch {trainer.epoch}: {num_clusters} clusters, {stats['num_outliers']} outliers{extra} ({seconds:.1f}s)")
-        if stats.get("knn_recall_estimate", 1.0) < LOW_RECALL:
-            logger.warning(
-                f"Cluster.knn={get(self.cfg, 'Cluster.knn', 'exact')!r}: estimated kNN recall {stats['knn_recall_estimate']:.3f} "
-                f"< {LOW_RECALL}; pseudo labels may differ from the exact search's. Consider Cluster.knn: exact."
-            )
