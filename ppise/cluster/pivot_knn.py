@@ -12,9 +12,11 @@ a random pivot looks about as similar as a pivot of the same identity and the ce
 following identities. So the candidate space is chosen from the data: the features as
 they are, or with the leading principal directions removed up to the largest gap of the
 covariance spectrum. A sample of ``CHECK_QUERIES`` rows gets its exact neighbours, and
-the space whose similarities rank those neighbours best is used. The same sample then
-gives ``recall_estimate``, the fraction of exact neighbours the returned lists hold,
-reported with the pseudo-label stats so a poor approximation is visible every epoch.
+the space in which more of those (row, neighbour) pairs share a pivot is used; with the
+leading directions removed, a small search in those directions adds the rows similar
+through them. The same sample then gives ``recall_estimate``, the fraction of exact
+neighbours the returned lists hold: it decides whether to add probes, is reported with
+the pseudo-label stats, and below ``knn.IVF_MIN_RECALL`` the caller searches exactly.
 
 Similarities returned are always the exact ones of the original features; only recall
 can differ from ``knn: exact``. Measured figures: benchmarks/bench_pseudo_label.py.
