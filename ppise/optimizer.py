@@ -5,10 +5,8 @@ Schedules step once per iteration (PaddleClas semantics): epoch-valued keys such
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Tuple
 
-from .config import component
 from .errors import ConfigError
 from .registry import LR_SCHEDULERS, OPTIMIZERS
 
