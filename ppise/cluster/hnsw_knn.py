@@ -11,6 +11,8 @@ from typing import Tuple
 import faiss
 import numpy as np
 
+from ppise.cluster.pca import sample_pca
+
 IVF_DIM = 256  # PCA dimensions of the graph
 IVF_CELL = 64  # rows per k-means cell when candidates are re-scored
 IVF_SHORT_FACTOR = 3  # candidates re-scored exactly per row, in multiples of k
@@ -19,37 +21,17 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 
 
-def _top_eigenvectors(gram: np.ndarray, dim: int, rng: np.random.Generator, iters: int = 4) -> np.ndarray:
-    """Leading ``dim`` eigenvectors of a symmetric PSD matrix by subspace iteration (float32, D x dim).
-
-    A full D x D eigen-decomposition costs seconds at D = 2048; candidate picking needs
-    only a good leading subspace, which a few products with a D x (dim + 64) block give.
-    """
-    d = gram.shape[0]
-    width = min(d, dim + 64)
-    q = np.linalg.qr(gram @ rng.standard_normal((d, width), dtype=np.float32))[0]
-    for _ in range(iters):
-        q = np.linalg.qr(gram @ q)[0]
-    vals, vecs = np.linalg.eigh(q.T @ gram @ q)
-    return np.ascontiguousarray((q @ vecs[:, ::-1][:, :dim]).astype(np.float32))
-
-
 def _pca(x: np.ndarray, dim: int, seed: int = 1234) -> np.ndarray:
     """Rows of ``x`` projected on their top-``dim`` principal axes (float32, N x dim).
 
-    The axes come from a random sample of at most 8192 rows: the covariance is
-    D x D whatever N is. Distances in this space only pick candidates; every
-    neighbour kept is re-scored with the full features (see ``_refine``).
+    Distances in this space only pick candidates; every neighbour kept is re-scored with
+    the full features (see ``_refine``).
     """
     n, d = x.shape
     if dim >= d:
         return x
-    rng = np.random.default_rng(seed)
-    sample = x[np.sort(rng.choice(n, min(n, 8192), replace=False))]
-    mean = sample.mean(axis=0)
-    sample -= mean
-    gram = sample.T @ sample
-    axes = _top_eigenvectors(gram, dim, rng)
+    _, _, vecs = sample_pca(x, np.random.default_rng(seed))
+    axes = np.ascontiguousarray(vecs[:, :dim], dtype=np.float32)
     z = np.empty((n, dim), dtype=np.float32)
     step = 16384
     for s in range(0, n, step):  # x @ axes in blocks: no N x D temporary

@@ -134,10 +134,12 @@ def knn_search(
     device = resolve_device(device)
     info = {} if info is None else info
     with all_cores():
-        if method == "exact":
-            sims, idx = _exact(x, k, device)
+        if method == "ivf":
+            sims, idx = _ivf(x, k, device, info)
+        elif method == "hnsw":
+            sims, idx = _hnsw(x, k, device)
         else:
-            sims, idx = _ivf(x, k, device, info) if method == "ivf" else _hnsw(x, k, device)
+            sims, idx = _exact(x, k, device)
         idx = idx.astype(np.int64, copy=False)
         short = np.flatnonzero((idx < 0).any(axis=1))
         if short.size:

@@ -29,6 +29,7 @@ import faiss
 import numpy as np
 
 from ppise.cluster.gemm_knn import topk_inner_product
+from ppise.cluster.pca import sample_pca
 
 PIVOT_CELL = 32  # rows per pivot
 PIVOT_PROBES = (8, 16)  # pivots (cells) each row joins: 8, or 16 when the recall estimate stays low
@@ -40,6 +41,7 @@ MIN_GAP = 1.5  # eigenvalue ratio that counts as a gap between shared variation 
 LEAD_LISTS = 1024  # faiss IVF lists for the search in the leading directions
 LEAD_PROBES = 32
 SEED = 1234
+_ROW_STEP = 16384  # rows per block when projecting features
 
 
 class _Split:
@@ -70,24 +72,18 @@ class _Split:
         return z
 
 
-_ROW_STEP = 16384
-
 
 def _spectral_split(x: np.ndarray, rng: np.random.Generator) -> Optional[_Split]:
     """Split off the leading principal directions up to the largest gap of the covariance
     spectrum (ratio >= ``MIN_GAP``, at most ``MAX_DEFLATE`` directions); None without a gap."""
-    n, d = x.shape
-    sample = x[np.sort(rng.choice(n, min(n, SPECTRUM_SAMPLE), replace=False))].astype(np.float64)
-    mean = sample.mean(axis=0)
-    sample -= mean
-    vals, vecs = np.linalg.eigh(sample.T @ sample / sample.shape[0])
-    vals, vecs = vals[::-1], vecs[:, ::-1]
+    d = x.shape[1]
+    mean, vals, vecs = sample_pca(x, rng, SPECTRUM_SAMPLE)
     top = np.maximum(vals[: min(MAX_DEFLATE, d - 1) + 1], 1e-12)
     ratios = top[:-1] / top[1:]
     r = int(np.argmax(ratios)) + 1
     if ratios[r - 1] < MIN_GAP:
         return None
-    return _Split(mean.astype(np.float32), np.ascontiguousarray(vecs[:, :r], dtype=np.float32))
+    return _Split(mean, np.ascontiguousarray(vecs[:, :r], dtype=np.float32))
 
 
 def _shared_pivot_rate(space: np.ndarray, pivots: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> float:
@@ -151,12 +147,6 @@ def _best_distinct(s: np.ndarray, i: np.ndarray, k: int) -> Tuple[np.ndarray, np
     return s, i
 
 
-def _merge(sims: np.ndarray, ids: np.ndarray, slots: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Best k distinct neighbours of each row over all its cells, best first."""
-    n, probes = slots.shape
-    return _best_distinct(sims[slots].reshape(n, probes * k), ids[slots].reshape(n, probes * k), k)
-
-
 def _exact_scores(x: np.ndarray, cand: np.ndarray) -> np.ndarray:
     """x_i . x_cand[i, j] for every listed candidate (N x w), in faiss's C++ loop (no gathered copy)."""
     cand = np.ascontiguousarray(cand, dtype=np.int64)
@@ -212,10 +202,12 @@ def pivot_knn(x: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray, Dict[str, 
     for probes in PIVOT_PROBES:  # more probes only while the measured recall is low
         members, bounds, slots = _cells(top[:, :probes], pivots.size)
         cell_s, cell_i = _best_in_cells(x, members, bounds, k)
-        sims, ids = _merge(cell_s, cell_i, slots, k)
+        cand_s, cand_i = cell_s[slots].reshape(n, probes * k), cell_i[slots].reshape(n, probes * k)
         del cell_s, cell_i
-        if extra is not None:
-            sims, ids = _best_distinct(np.concatenate([sims, extra[0]], axis=1), np.concatenate([ids, extra[1]], axis=1), k)
+        if extra is not None:  # one merge of the row's cells and its leading-direction candidates
+            cand_s, cand_i = np.concatenate([cand_s, extra[0]], axis=1), np.concatenate([cand_i, extra[1]], axis=1)
+        sims, ids = _best_distinct(cand_s, cand_i, k)
+        del cand_s, cand_i
         recall = _hit_rate(ids[queries], truth)
         head = _hit_rate(ids[queries], truth[:, : k // 2 + 1])
         if head >= ENOUGH_HEAD_RECALL:

@@ -99,10 +99,9 @@ def _local_processes() -> int:
 def extraction_threads() -> Iterator[None]:
     """Inside: this process's share of the cores as intra-op threads, for eval-mode extraction.
 
-    A training step is fastest with one thread, but a no-grad forward pass is not:
-    ``benchmarks/bench_cpu_settings.py --phase extract`` (ResNet-50, batch 32) took 12.4 s
-    with 1 thread and 8.0 s with 2. Outside a CPU run set up by ``setup_device`` (GPU, or
-    a library call), nothing changes.
+    A training step is fastest with one thread, but a no-grad forward pass is not (see the
+    module docstring). Outside a CPU run set up by ``setup_device`` (GPU, or a library
+    call), nothing changes.
     """
     threads = max(1, cpu_count() // _local_processes())
     if not _state["cpu"] or threads == _state["threads"]:
