@@ -33,6 +33,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from ppise.utils.arrays import l2_normalize  # noqa: E402
+
 DEMO_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "ise_demo.yaml")
 
 
@@ -103,22 +105,18 @@ def bench_models(threads: int, repeats: int) -> List[Dict]:
 NOISE = 0.75  # norm of the per-image noise added to a unit identity direction: cosine ~0.8
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
 def reid_like(n: int, dim: int, num_queries: int, seed: int):
     """(gallery [n, dim], queries [num_queries, dim]): noisy samples of n/10 identity directions."""
     rng = np.random.default_rng(seed)
-    ids = _unit(rng.standard_normal((max(1, n // 10), dim), dtype=np.float32))
+    ids = l2_normalize(rng.standard_normal((max(1, n // 10), dim), dtype=np.float32))
     scale = np.float32(NOISE / np.sqrt(dim))
     gallery = np.empty((n, dim), np.float32)
     for start in range(0, n, 65536):  # chunks: no temporaries the size of the whole gallery
         m = min(65536, n - start)
         noise = rng.standard_normal((m, dim), dtype=np.float32) * scale
-        gallery[start:start + m] = _unit(ids[(start + np.arange(m)) % len(ids)] + noise)
+        gallery[start:start + m] = l2_normalize(ids[(start + np.arange(m)) % len(ids)] + noise)
     picked = rng.choice(len(ids), num_queries, replace=False)
-    queries = _unit(ids[picked] + rng.standard_normal((num_queries, dim), dtype=np.float32) * scale)
+    queries = l2_normalize(ids[picked] + rng.standard_normal((num_queries, dim), dtype=np.float32) * scale)
     return gallery, queries
 
 

@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from ppise.arch.head.ise import ISEHead  # noqa: E402
 from ppise.loss import ClusterMemoryLoss, LabelPreservingLoss  # noqa: E402
+from ppise.utils.arrays import l2_normalize  # noqa: E402
 
 
 def timeit(fns: Dict[str, Callable[[], None]], repeats: int, warmup: int = 1) -> Dict[str, float]:
@@ -50,10 +51,6 @@ def timeit(fns: Dict[str, Callable[[], None]], repeats: int, warmup: int = 1) ->
             fn()
             best[name] = min(best[name], time.perf_counter() - start)
     return best
-
-
-def unit(a: np.ndarray) -> np.ndarray:
-    return a / np.linalg.norm(a, axis=1, keepdims=True)
 
 
 def loop_lp_loss(feats: paddle.Tensor, supports: paddle.Tensor, labels: paddle.Tensor,
@@ -79,7 +76,7 @@ def ise_setup(batch: int, ids: int, dim: int, clusters: int, topk: int, seed: in
     inputs = paddle.to_tensor(rng.normal(size=(batch, dim)).astype(np.float32))
     labels = paddle.to_tensor(np.repeat(rng.choice(clusters, ids, replace=False), batch // ids).astype(np.int64))
     memory = ClusterMemoryLoss(num_features=dim, momentum=0.2, update="hard", use_support=True)
-    memory.reset(unit(rng.normal(size=(clusters, dim))).astype(np.float32))
+    memory.reset(l2_normalize(rng.normal(size=(clusters, dim))))
     return linear, inputs, labels, memory, ISEHead(topk=topk), LabelPreservingLoss()
 
 
@@ -164,7 +161,7 @@ def bench_step(args, ise_overhead_ref: float) -> None:
     images = paddle.to_tensor(rng.normal(size=(batch, *shape)).astype(np.float32))
     labels = paddle.to_tensor(np.repeat(rng.choice(clusters, ids, replace=False), batch // ids).astype(np.int64))
     memory = ClusterMemoryLoss(num_features=dim, update="hard")
-    memory.reset(unit(rng.normal(size=(clusters, dim))).astype(np.float32))
+    memory.reset(l2_normalize(rng.normal(size=(clusters, dim))))
     head, lp = ISEHead(topk=1), LabelPreservingLoss()
     opt = paddle.optimizer.Adam(learning_rate=3.5e-4, parameters=model.parameters(), weight_decay=5e-4)
     model.train()

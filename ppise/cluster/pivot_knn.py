@@ -30,6 +30,7 @@ import numpy as np
 
 from ppise.cluster.gemm_knn import topk_inner_product
 from ppise.cluster.pca import sample_pca
+from ppise.utils.arrays import l2_normalize
 
 PIVOT_CELL = 32  # rows per pivot
 PIVOT_PROBES = (8, 16)  # pivots (cells) each row joins: 8, or 16 when the recall estimate stays low
@@ -67,8 +68,7 @@ class _Split:
         for s in range(0, x.shape[0], _ROW_STEP):  # blockwise: no N x D temporaries beyond z
             blk = x[s:s + _ROW_STEP] - self.mean
             blk -= (blk @ self.axes) @ self.axes.T
-            blk /= np.maximum(np.linalg.norm(blk, axis=1, keepdims=True), 1e-12)
-            z[s:s + _ROW_STEP] = blk
+            z[s:s + _ROW_STEP] = l2_normalize(blk)
         return z
 
 

@@ -22,6 +22,7 @@ from ppise.cluster.diagnostics import cluster_diagnostics
 from ppise.cluster.features import check_features
 from ppise.cluster.jaccard import check_k, jaccard_of_unit
 from ppise.cluster.knn import DEVICES, KNN_METHODS
+from ppise.utils.arrays import l2_normalize
 
 
 @dataclass
@@ -50,9 +51,7 @@ def cluster_centroids(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
     members = sp.csr_matrix(
         (np.ones(int(kept.sum()), dtype=np.float32), (labels[kept], np.flatnonzero(kept))), shape=(num, x.shape[0])
     )
-    sums = np.asarray(members @ x, dtype=np.float32)
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+    return l2_normalize(np.asarray(members @ x))
 
 
 def _check_params(eps: float, min_samples: int, knn: str, device: str) -> None:

@@ -26,6 +26,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ConfigError
+from ..utils.fileio import atomic_write
 from ..utils.logger import logger
 
 MODES = ("fast", "full", "off")
@@ -121,17 +122,8 @@ def _load_cache() -> None:
 
 
 def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path, encoding="utf-8") as f:
+        f.write(text)
 
 
 def _is_main() -> bool:

@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 
 from ..errors import PpiseError
+from ..utils.arrays import l2_normalize
 from .context import ParityContext
 from .report import NOTE, Row, compare_row, describe_array, max_abs_diff
 
@@ -32,11 +33,6 @@ SECTION = "deploy"
 FEATURE_TOL = 1e-5
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CHILD_TIMEOUT = 1800
-
-
-def l2n(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def child_env(ctx: ParityContext, **extra: str) -> Dict[str, str]:
@@ -149,9 +145,9 @@ def run_deploy_section(ctx: ParityContext) -> List[Row]:
                            "child process with FLAGS_enable_pir_api=0 (its enable_memory_optim() fails on PIR models "
                            "on Paddle 3.x, issue #75496); RecPredictor is fed the dygraph input arrays, predict_rec.py "
                            "the image files"))
-    rec = l2n(run_recpredictor(ctx, model_dir))
-    ppr = l2n(run_predict_rec(ctx, model_dir))
-    dy_pp, dy_pc = l2n(ctx.dygraph["ppise"]), l2n(ctx.dygraph["paddleclas"])
+    rec = l2_normalize(run_recpredictor(ctx, model_dir))
+    ppr = l2_normalize(run_predict_rec(ctx, model_dir))
+    dy_pp, dy_pc = l2_normalize(ctx.dygraph["ppise"]), l2_normalize(ctx.dygraph["paddleclas"])
     # (check, paddleclas column, ppise column, a, b)
     pairs = [
         ("RecPredictor vs ppise dygraph", "RecPredictor(ppise export)", "dygraph", rec, dy_pp),

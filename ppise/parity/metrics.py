@@ -19,7 +19,8 @@ import numpy as np
 
 from ..errors import PpiseError
 from .context import ParityContext
-from .deploy import REPO_ROOT, child_env, l2n, run_child
+from ..utils.arrays import l2_normalize
+from .deploy import REPO_ROOT, child_env, run_child
 from .metrics_reference import paddleclas_retrieval_metrics
 from .report import NOTE, Row, check_row, compare_row, describe_array, max_abs_diff
 
@@ -101,7 +102,7 @@ def _feature_link(ctx: ParityContext, f: Dict[str, Any]) -> List[Row]:
     if any(i is None for i in rows_idx):
         return [check_row(SECTION, "eval.py features of the checked images", "", "images not among queries", False)]
     saved = np.asarray(f["query_feats"])[rows_idx]
-    dy = l2n(ctx.dygraph["ppise"])
+    dy = l2_normalize(ctx.dygraph["ppise"])
     return [compare_row(SECTION, f"eval.py features vs dygraph ({len(rows_idx)} images)", "",
                         describe_array(saved), max_abs_diff(saved, dy), FEATURE_TOL)]
 

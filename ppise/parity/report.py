@@ -14,6 +14,8 @@ from typing import Iterable, List, Optional
 
 import numpy as np
 
+from ..utils.fileio import atomic_write
+
 PASS, FAIL, NOTE = "PASS", "FAIL", "NOTE"
 
 
@@ -109,8 +111,6 @@ def write_json(rows: Iterable[Row], path: str, extra: Optional[dict] = None) -> 
     payload = {"rows": [clean(r) for r in rows], **(extra or {})}
     payload["failed"] = sum(r["status"] == FAIL for r in payload["rows"])
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, encoding="utf-8") as f:
         json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
     return path
