@@ -1,4 +1,4 @@
-"""Approximate kNN options (ivf, hnsw) and the Jaccard stage's memory guard.
+"""The approximate kNN option (ivf) and the Jaccard stage's memory guard.
 
 The approximate methods must return exact full-dimensional similarities for the
 neighbours they list (only recall may differ) and give the exact path's labels on
@@ -37,9 +37,9 @@ def reid_like(num_ids: int, per_id: int, dim: int, seed: int):
 def approximate_from_1000_rows(monkeypatch):
     """Approximate options fall back to exact below APPROX_MIN_ROWS (20,000): lower it so
     the approximate code really runs on test-sized data."""
-    import ppise.cluster.knn as knn_module
+    import ppise.cluster.pivot_knn as pivot
 
-    monkeypatch.setattr(knn_module, "APPROX_MIN_ROWS", 1000)
+    monkeypatch.setattr(pivot, "APPROX_MIN_ROWS", 1000)
 
 
 @pytest.fixture(scope="module")
@@ -202,10 +202,10 @@ def test_ivf_falls_back_to_exact_when_its_recall_is_low(data, monkeypatch, caplo
     """Below IVF_MIN_RECALL the exact lists replace the approximate ones, with a warning."""
     import logging
 
-    import ppise.cluster.knn as knn_module
+    import ppise.cluster.pivot_knn as pivot
 
     x, _, ref_sims, ref, _ = data
-    monkeypatch.setattr(knn_module, "IVF_MIN_RECALL", 1.01)  # no estimate can reach it
+    monkeypatch.setattr(pivot, "IVF_MIN_RECALL", 1.01)  # no estimate can reach it
     logging.getLogger("ppise").propagate = True
     try:
         with caplog.at_level(logging.WARNING, logger="ppise"):
@@ -217,3 +217,11 @@ def test_ivf_falls_back_to_exact_when_its_recall_is_low(data, monkeypatch, caplo
     assert info["knn_fallback_exact"] == 1.0 and info["knn_recall_estimate"] == 1.0
     assert 0.9 <= info["knn_approx_recall_estimate"] < 1.01
     assert "searching exactly instead" in caplog.text and "Cluster.knn" in caplog.text
+
+
+def test_removed_hnsw_option_names_the_key_and_the_choices():
+    x, _ = reid_like(8, 6, 32, 1)
+    assert KNN_METHODS == ("exact", "ivf")
+    for call in (lambda: knn_search(x, 10, "hnsw"), lambda: pseudo_labels(x, knn="hnsw")):
+        with pytest.raises(ConfigError, match=r"Cluster.knn: unknown value 'hnsw' \(removed.*expected one of exact, ivf"):
+            call()

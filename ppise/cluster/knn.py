@@ -13,14 +13,11 @@ the neighbours it lists; only recall can differ from ``exact``.
 * ``ivf``: overlapping pivot cells (``pivot_knn.py``): each row joins the cells of its 8
   most similar pivots, pairs inside a cell are scored exactly. About N * 2048 pairs instead
   of N^2; the stats report a recall estimate measured on 256 rows every time, and below
-  ``IVF_MIN_RECALL`` the exact search replaces the lists (with a warning): on features
+  ``pivot_knn.IVF_MIN_RECALL`` the exact search replaces the lists (with a warning): on features
   whose identities crowd a low-dimensional subspace (benchmark ``--id-rank 128``, N =
   100,000) it reached only 0.80, and labels from such lists were far off (ARI 0.15).
-  Recommended for N in the hundreds of thousands; below ``APPROX_MIN_ROWS`` rows it runs
+  Recommended for N in the hundreds of thousands; below ``pivot_knn.APPROX_MIN_ROWS`` rows it runs
   ``exact``.
-* ``hnsw``: faiss HNSW graph over the top-256 PCA rows, then exact re-ranking. Kept for
-  comparison: recall collapses where identity information is spread over all dimensions
-  (0.58 at N = 32,621 on the benchmark data) and the graph build is slow on 2 cores.
 
 The Jaccard stage refuses (``TrainingError``) neighbour lists whose k-reciprocal sets
 would not fit in memory, which is how poor approximate lists show up at large N.
@@ -32,17 +29,21 @@ from typing import Dict, Optional, Tuple
 import faiss
 import numpy as np
 
+from ppise.cluster import pivot_knn as pivot
 from ppise.cluster.gemm_knn import all_cores, topk_inner_product
-from ppise.cluster.hnsw_knn import hnsw_knn
-from ppise.cluster.pivot_knn import pivot_knn
 from ppise.errors import ConfigError
 from ppise.utils.logger import logger
 
-KNN_METHODS = ("exact", "ivf", "hnsw")
-# Approximate search settings (measured in benchmarks/bench_pseudo_label.py on 2 CPU cores).
-IVF_MIN_RECALL = 0.9  # below this estimated recall, ivf's lists are replaced by the exact search
-APPROX_MIN_ROWS = 20000  # below this, approximate options run the exact search (seconds here, and as fast)
+KNN_METHODS = ("exact", "ivf")
+REMOVED_METHODS = {"hnsw": "removed (its recall collapsed on re-ID features); ivf is the approximate option"}
 DEVICES = ("cpu", "gpu")
+
+
+def check_method(method: str) -> None:
+    """ConfigError naming ``Cluster.knn`` and its choices unless ``method`` is one of them."""
+    if method not in KNN_METHODS:
+        why = f" ({REMOVED_METHODS[method]})" if method in REMOVED_METHODS else ""
+        raise ConfigError(f"Cluster.knn: unknown value {method!r}{why}; expected one of {', '.join(KNN_METHODS)}")
 
 
 def resolve_device(device: str) -> str:
@@ -73,28 +74,21 @@ def _exact(x: np.ndarray, k: int, device: str) -> Tuple[np.ndarray, np.ndarray]:
 
 def _ivf(x: np.ndarray, k: int, device: str, info: Dict[str, float]) -> Tuple[np.ndarray, np.ndarray]:
     """Overlapping pivot cells (see ``pivot_knn``); CPU whatever ``device`` is (it is matrix products)."""
-    if x.shape[0] < APPROX_MIN_ROWS:
-        logger.info(f"Cluster.knn=ivf: {x.shape[0]} rows < {APPROX_MIN_ROWS}, where the exact search is as fast: using it")
+    if x.shape[0] < pivot.APPROX_MIN_ROWS:
+        logger.info(f"Cluster.knn=ivf: {x.shape[0]} rows < {pivot.APPROX_MIN_ROWS}, where the exact search is as "
+                    "fast: using it")
         return _exact(x, k, device)
-    sims, idx, found = pivot_knn(x, k)
+    sims, idx, found = pivot.pivot_knn(x, k)
     info.update({f"knn_{key}": value for key, value in found.items()})
-    if found["recall_estimate"] < IVF_MIN_RECALL:
+    if found["recall_estimate"] < pivot.IVF_MIN_RECALL:
         logger.warning(
-            f"Cluster.knn=ivf: estimated recall {found['recall_estimate']:.3f} < {IVF_MIN_RECALL} on these features "
+            f"Cluster.knn=ivf: estimated recall {found['recall_estimate']:.3f} < {pivot.IVF_MIN_RECALL} on these features "
             f"(N={x.shape[0]}); searching exactly instead so the pseudo labels stay right. "
             "Set Cluster.knn: exact to skip the attempt."
         )
         info.update(knn_fallback_exact=1.0, knn_approx_recall_estimate=found["recall_estimate"], knn_recall_estimate=1.0)
         return _exact(x, k, device)
     return sims, idx
-
-
-def _hnsw(x: np.ndarray, k: int, device: str) -> Tuple[np.ndarray, np.ndarray]:
-    if device == "gpu":
-        logger.warning("Cluster.knn=hnsw has no faiss GPU version; it runs on the CPU")
-    if x.shape[0] < APPROX_MIN_ROWS:
-        return _exact(x, k, "cpu")
-    return hnsw_knn(x, k)
 
 
 def _self_first(sims: np.ndarray, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -129,15 +123,12 @@ def knn_search(
     every row holds k real neighbours. ``info``, when given, receives the method's
     diagnostics (``knn_recall_estimate``... for ``ivf``).
     """
-    if method not in KNN_METHODS:
-        raise ConfigError(f"Cluster.knn: unknown value {method!r}; expected one of {KNN_METHODS}")
+    check_method(method)
     device = resolve_device(device)
     info = {} if info is None else info
     with all_cores():
         if method == "ivf":
             sims, idx = _ivf(x, k, device, info)
-        elif method == "hnsw":
-            sims, idx = _hnsw(x, k, device)
         else:
             sims, idx = _exact(x, k, device)
         idx = idx.astype(np.int64, copy=False)

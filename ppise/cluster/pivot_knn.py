@@ -16,7 +16,7 @@ the space in which more of those (row, neighbour) pairs share a pivot is used; w
 leading directions removed, a small search in those directions adds the rows similar
 through them. The same sample then gives ``recall_estimate``, the fraction of exact
 neighbours the returned lists hold: it decides whether to add probes, is reported with
-the pseudo-label stats, and below ``knn.IVF_MIN_RECALL`` the caller searches exactly.
+the pseudo-label stats, and below ``IVF_MIN_RECALL`` the caller (knn.py) searches exactly.
 
 Similarities returned are always the exact ones of the original features; only recall
 can differ from ``knn: exact``. Measured figures: benchmarks/bench_pseudo_label.py.
@@ -32,6 +32,9 @@ from ppise.cluster.gemm_knn import topk_inner_product
 from ppise.cluster.pca import sample_pca
 from ppise.utils.arrays import l2_normalize
 
+# Measured in benchmarks/bench_pseudo_label.py on 2 CPU cores.
+IVF_MIN_RECALL = 0.9  # below this estimated recall, the lists are replaced by the exact search
+APPROX_MIN_ROWS = 20000  # below this, ``knn: ivf`` runs the exact search (seconds here, and as fast)
 PIVOT_CELL = 32  # rows per pivot
 PIVOT_PROBES = (8, 16)  # pivots (cells) each row joins: 8, or 16 when the recall estimate stays low
 ENOUGH_HEAD_RECALL = 0.98  # recall of the nearest k/2 (they decide the clusters) that stops adding probes

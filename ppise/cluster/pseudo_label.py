@@ -21,7 +21,7 @@ from ppise.errors import ConfigError
 from ppise.cluster.diagnostics import cluster_diagnostics
 from ppise.cluster.features import check_features
 from ppise.cluster.jaccard import check_k, jaccard_of_unit
-from ppise.cluster.knn import DEVICES, KNN_METHODS
+from ppise.cluster.knn import DEVICES, check_method
 from ppise.utils.arrays import l2_normalize
 
 
@@ -59,8 +59,7 @@ def _check_params(eps: float, min_samples: int, knn: str, device: str) -> None:
         raise ConfigError(f"Cluster.eps: expected a number in (0, 1) (Jaccard distances lie in [0, 1]), got {eps!r}")
     if isinstance(min_samples, bool) or not isinstance(min_samples, (int, np.integer)) or min_samples < 1:
         raise ConfigError(f"Cluster.min_samples: expected a positive integer, got {min_samples!r}")
-    if knn not in KNN_METHODS:
-        raise ConfigError(f"Cluster.knn: unknown value {knn!r}; expected one of {KNN_METHODS}")
+    check_method(knn)
     if device not in DEVICES:
         raise ConfigError(f"Cluster.device: unknown value {device!r}; expected one of {DEVICES}")
 
