@@ -12,7 +12,7 @@ from ..config import component
 from ..errors import ConfigError
 from ..registry import METRICS
 from .evaluate import DEFAULT_TOPK, PROTOCOLS, MetricInputError, evaluate
-from .market import market_block_stats
+from .market_protocol import market_block_stats
 from .paddleclas_protocol import paddleclas_block_metrics
 
 __all__ = [

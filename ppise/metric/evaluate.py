@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..utils.logger import logger
-from .market import market_block_stats
+from .market_protocol import market_block_stats
 from .paddleclas_protocol import paddleclas_block_metrics
 
 PROTOCOLS = ("market", "paddleclas")
