@@ -1,7 +1,9 @@
-"""Tests for ppise.metric: hand-computed cases and independent per-query references.
+"""Tests for ppise.metric: hand-computed cases and independent references.
 
-References in this file are deliberately naive (Python loops over queries, Python's
-stable ``sorted``) so they share no code path with the vectorised block implementation.
+The market reference below is deliberately naive (a Python loop over queries, Python's
+stable ``sorted``). The paddleclas protocol is held to ppise/parity/metrics_reference.py,
+the one independent re-implementation of PaddleClas (dense float32, as PaddleClas
+computes), which the parity check uses too; its own hand cases are at the end.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from sklearn.metrics import average_precision_score
 from ppise.errors import ConfigError, DataError
 from ppise.metric import (Recallk, build_eval_metrics, evaluate, mAP, mINP,
                           topk_from_config)
+from ppise.parity.metrics_reference import block_sections, paddleclas_retrieval_metrics
 from ppise.registry import METRICS
+from ppise.utils.arrays import l2_normalize
 
 # ----------------------------------------------------------------------------- hand cases
 # Similarities are given directly: query i = one-hot e_i, gallery j = column j of S, so
@@ -137,8 +141,7 @@ def _random_reid(seed, num_q=130, num_g=620, num_ids=40, dim=16, num_cams=6):
 
     def feats(ids):
         base = centers[np.clip(ids, 0, num_ids)] * (ids[:, None] > 0)
-        x = base + rng.normal(scale=1.3, size=(len(ids), dim))
-        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        return l2_normalize(base + rng.normal(scale=1.3, size=(len(ids), dim)))
 
     return feats(q_ids), feats(g_ids), q_ids, g_ids, q_cams, g_cams
 
@@ -171,44 +174,6 @@ def _market_reference(qf, gf, q_ids, g_ids, q_cams, g_cams, topk):
     return out, skipped
 
 
-def _paddleclas_reference(qf, gf, q_ids, g_ids, q_cams, g_cams, topk, block_size):
-    """Per-query loop following retrieval_eval + mAP/Recallk/mINP of PaddleClas."""
-    num_q = len(qf)
-    total = {key: 0.0 for key in ["mAP", "mINP", "mINP_upstream"] + [f"recall{k}" for k in topk]}
-    for start in range(0, num_q, block_size):
-        stop = min(start + block_size, num_q)
-        aps, inps, inps_up, firsts = [], [], [], []
-        sims = qf[start:stop] @ gf.T  # the block product, as PaddleClas computes it
-        for i in range(start, stop):
-            sim = sims[i - start]
-            keep = [(g_ids[j] != q_ids[i]) or (g_cams[j] != q_cams[i]) for j in range(len(gf))]
-            sim = [float(s) if k else 0.0 for s, k in zip(sim, keep)]
-            order = sorted(range(len(gf)), key=lambda j: (-sim[j], j))
-            flag = [1.0 if (g_ids[j] == q_ids[i] and keep[j]) else 0.0 for j in order]
-            if sum(flag) == 0:
-                continue
-            acc, prec_sum = 0.0, 0.0
-            for idx, f in enumerate(flag):
-                acc += f
-                prec_sum += f * acc / (idx + 1)
-            aps.append(prec_sum / sum(flag))
-            pos = [idx for idx, f in enumerate(flag) if f]
-            firsts.append(pos[0])
-            inps.append(len(pos) / (pos[-1] + 1))
-            aux = [np.float32(f) - np.float32(f) / np.float32(idx + 2) for idx, f in enumerate(flag)]
-            hard = int(np.argmax(aux))
-            inps_up.append(len(pos) / hard if hard else math.inf)
-        n_valid = len(aps)
-        block = {"mAP": np.mean(aps) if n_valid else math.nan,
-                 "mINP": np.mean(inps) if n_valid else math.nan,
-                 "mINP_upstream": np.mean(inps_up) if n_valid else math.nan}
-        for k in topk:
-            block[f"recall{k}"] = (sum(f < k for f in firsts) / n_valid) if n_valid else math.nan
-        for key in total:
-            total[key] += block[key] * (stop - start) / num_q
-    return total
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_market_matches_per_query_reference(seed):
     data = _random_reid(seed)
@@ -224,17 +189,17 @@ def test_market_matches_per_query_reference(seed):
 
 
 @pytest.mark.parametrize("seed,block_size", [(0, 64), (1, 64), (2, 17), (3, 130)])
-def test_paddleclas_matches_per_query_reference(seed, block_size):
+def test_paddleclas_matches_the_reference(seed, block_size):
     data = _random_reid(seed)
     topk = (1, 5, 10)
-    ref = _paddleclas_reference(*data, topk, block_size)
+    ref = paddleclas_retrieval_metrics(*data, topk=topk, block_size=block_size)
     out = evaluate(*data, protocol="paddleclas", topk=topk, block_size=block_size)
     assert out["mAP"] == pytest.approx(ref["mAP"], abs=1e-6)
     for k in topk:
         assert out[f"rank{k}"] == pytest.approx(ref[f"recall{k}"], abs=1e-6)
-    assert out["mINP"] == pytest.approx(ref["mINP"], abs=1e-6)
-    if math.isfinite(ref["mINP_upstream"]):
-        assert out["mINP_upstream"] == pytest.approx(ref["mINP_upstream"], abs=1e-6)
+    assert out["mINP"] == pytest.approx(ref["mINP_intended"], abs=1e-6)
+    if math.isfinite(ref["mINP"]):
+        assert out["mINP_upstream"] == pytest.approx(ref["mINP"], abs=1e-6)
     else:
         assert math.isinf(out["mINP_upstream"])
     # the protocols genuinely differ on this data (zeroing vs removal, junk, weighting)
@@ -242,43 +207,68 @@ def test_paddleclas_matches_per_query_reference(seed, block_size):
     assert abs(market["mAP"] - out["mAP"]) > 1e-4
 
 
-def test_paddleclas_float32_paddle_pipeline_agrees():
-    """Same block computation in float32 Paddle ops (as PaddleClas runs it) agrees to 1e-6."""
-    paddle = pytest.importorskip("paddle")
-    qf, gf, q_ids, g_ids, q_cams, g_cams = _random_reid(4)
-    bs = 64
-    q_ids[:3] = 1  # keep every block non-empty so the float32 sums stay finite
-    gal = paddle.to_tensor(gf)
-    g_id = paddle.to_tensor(g_ids.reshape(-1, 1))
-    g_cam = paddle.to_tensor(g_cams.reshape(-1, 1))
-    got = {"mAP": 0.0, "recall1": 0.0, "recall5": 0.0}
-    for start in range(0, len(qf), bs):
-        stop = min(start + bs, len(qf))
-        q = paddle.to_tensor(qf[start:stop])
-        q_id = paddle.to_tensor(q_ids[start:stop].reshape(-1, 1))
-        q_cam = paddle.to_tensor(q_cams[start:stop].reshape(-1, 1))
-        keep = paddle.logical_or(q_id != g_id.t(), q_cam != g_cam.t())
-        sim = paddle.matmul(q, gal, transpose_y=True) * keep.astype("float32")
-        idx = paddle.argsort(sim, axis=1, descending=True)
-        labels = paddle.broadcast_to(g_id.t(), [idx.shape[0], g_id.shape[0]])
-        flag = paddle.logical_and(paddle.index_sample(labels, idx) == q_id,
-                                  paddle.index_sample(keep.astype("float32"), idx).astype("bool"))
-        flag = flag.astype("float32")
-        has = paddle.nonzero(flag.sum(axis=1) > 0).reshape([-1])
-        acc = paddle.cumsum(flag, axis=1)
-        cmc = (acc > 0).astype("float32").sum(axis=0) / float(has.shape[0])
-        f = paddle.index_select(flag, has, axis=0)
-        prec = paddle.cumsum(f, axis=1) / (paddle.arange(f.shape[1]).astype("float32") + 1)
-        ap = (f * prec).sum(axis=1) / f.sum(axis=1)
-        w = (stop - start) / len(qf)
-        got["mAP"] += float(ap.mean()) * w
-        got["recall1"] += float(cmc[0]) * w
-        got["recall5"] += float(cmc[4]) * w
-    out = evaluate(qf, gf, q_ids, g_ids, q_cams, g_cams, protocol="paddleclas",
-                   topk=(1, 5), block_size=bs)
-    assert out["mAP"] == pytest.approx(got["mAP"], abs=1e-6)
-    assert out["rank1"] == pytest.approx(got["recall1"], abs=1e-6)
-    assert out["rank5"] == pytest.approx(got["recall5"], abs=1e-6)
+def test_paddleclas_matches_the_reference_without_junk_and_with_unmatched_ids():
+    rng = np.random.default_rng(3)
+    qf = l2_normalize(rng.normal(size=(70, 16)))
+    gf = l2_normalize(rng.normal(size=(150, 16)))
+    qid, gid = rng.integers(0, 30, 70), rng.integers(0, 25, 150)  # ids >= 25: queries without a match
+    qcam, gcam = rng.integers(0, 3, 70), rng.integers(0, 3, 150)
+    for block in (64, 16, 7):
+        ref = paddleclas_retrieval_metrics(qf, gf, qid, gid, qcam, gcam, topk=(1, 5, 10), block_size=block)
+        ours = evaluate(qf, gf, qid, gid, qcam, gcam, protocol="paddleclas", topk=(1, 5, 10), block_size=block)
+        for rk, ok in (("mAP", "mAP"), ("recall1", "rank1"), ("recall5", "rank5"), ("recall10", "rank10"),
+                       ("mINP_intended", "mINP")):
+            assert abs(ref[rk] - ours[ok]) <= 1e-6, (block, rk)
+        if math.isfinite(ref["mINP"]):
+            assert abs(ref["mINP"] - ours["mINP_upstream"]) <= 1e-6
+        else:
+            assert not math.isfinite(ours["mINP_upstream"])
+
+
+# ------------------------------------------------- the reference itself, on hand-computed cases
+def _one_hot_feats(sims):
+    """Query = e0; gallery rows whose dot product with e0 is ``sims`` (unit norm not needed)."""
+    sims = np.asarray(sims, np.float32)
+    g = np.zeros((sims.size, sims.size + 1), np.float32)
+    g[:, 0] = sims
+    g[np.arange(sims.size), np.arange(1, sims.size + 1)] = 1.0
+    q = np.zeros((1, sims.size + 1), np.float32)
+    q[0, 0] = 1.0
+    return q, g
+
+
+def test_reference_matches_hand_computed_paddleclas_semantics():
+    # gallery g2 has the query's id and camera: PaddleClas zeroes it (sim 0, stays ranked, no hit)
+    q, g = _one_hot_feats([0.5, 0.8, 0.95, 0.9, -0.2])
+    out = paddleclas_retrieval_metrics(q, g, [1], [1, 2, 1, 3, 1], [0], [1, 0, 0, 0, 2], topk=(1, 3))
+    # ranking g3, g1, g0, g2(zeroed), g4: hits at ranks 3 and 5
+    assert out["mAP"] == pytest.approx((1 / 3 + 2 / 5) / 2, abs=1e-7)
+    assert out["recall1"] == 0.0 and out["recall3"] == 1.0
+    assert out["mINP"] == pytest.approx(2 / 4, abs=1e-7)  # upstream divides by the 0-based index 4
+    assert out["mINP_intended"] == pytest.approx(2 / 5, abs=1e-7)
+
+
+def test_reference_block_weighting_and_queries_without_match():
+    q1, g = _one_hot_feats([0.9, 0.1, 0.5])
+    q = np.concatenate([q1, q1, q1])
+    # q0 id 1 (hit g1 at rank 3), q1 id 9 (no match anywhere), q2 id 2 (hit g0 at rank 1)
+    out = paddleclas_retrieval_metrics(q, g, [1, 9, 2], [2, 1, 3], topk=(1,), block_size=2)
+    assert block_sections(3, 2) == [2, 1]
+    # block 1 keeps only q0 (AP 1/3) and weighs 2/3; block 2 is q2 (AP 1) weighing 1/3
+    assert out["mAP"] == pytest.approx(1 / 3 * 2 / 3 + 1.0 / 3, abs=1e-7)
+    assert out["recall1"] == pytest.approx(0.0 * 2 / 3 + 1.0 / 3, abs=1e-7)
+
+
+def test_reference_agrees_with_the_hand_cases():
+    # the hand case of test_paddleclas_hand_case / ..._weights_blocks_by_size, through the reference
+    q, g = np.eye(4, dtype=np.float32), S.T.copy()
+    out = paddleclas_retrieval_metrics(q, g, Q_IDS, G_IDS, Q_CAMS, G_CAMS, topk=(1, 2, 4), block_size=64)
+    assert out["mAP"] == pytest.approx((0.45 + 0.25 + 0.5) / 3, abs=1e-6)
+    assert out["recall1"] == 0.0 and out["recall2"] == pytest.approx(2 / 3) and out["recall4"] == pytest.approx(1.0)
+    assert out["mINP_intended"] == pytest.approx((0.4 + 0.25 + 0.5) / 3, abs=1e-6)
+    assert out["mINP"] == pytest.approx((0.5 + 1 / 3 + 1) / 3, abs=1e-6)
+    blocks = paddleclas_retrieval_metrics(q, g, Q_IDS, G_IDS, Q_CAMS, G_CAMS, topk=(1, 2), block_size=2)
+    assert blocks["mAP"] == pytest.approx(0.45 * 2 / 4 + (0.25 + 0.5) / 2 * 2 / 4, abs=1e-6)
 
 
 def test_accepts_paddle_tensors_and_column_labels():

@@ -1,20 +1,16 @@
 """Parity with PaddleClas (tools/parity_check.py): the real check, run once, must pass; a
-one-weight perturbation must fail it; the independent PaddleClas metric re-implementation
-must agree with hand-computed values and with ppise's paddleclas protocol."""
+one-weight perturbation must fail it. The metric reference it uses is tested in test_metric.py."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from ppise.errors import ConfigError
 from ppise.parity.context import resolve_image_shape
-from ppise.parity.metrics_reference import block_sections, paddleclas_retrieval_metrics
 from ppise.config import get_config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -110,59 +106,3 @@ def test_official_image_shape_is_taken_from_the_eval_resize():
     assert cfg["DataLoader"]["Eval"]["Gallery"]["dataset"]["transform_ops"][0]["ResizeImage"]["size"] == [32, 64]
     with pytest.raises(ConfigError, match="--image-shape"):
         resolve_image_shape(get_config(OFFICIAL), [3, 0, 32])
-
-
-# --- the independent PaddleClas metric re-implementation --------------------------------------
-
-
-def _one_hot_feats(sims):
-    """Query = e0; gallery rows whose dot product with e0 is ``sims`` (unit norm not needed)."""
-    sims = np.asarray(sims, np.float32)
-    g = np.zeros((sims.size, sims.size + 1), np.float32)
-    g[:, 0] = sims
-    g[np.arange(sims.size), np.arange(1, sims.size + 1)] = 1.0
-    q = np.zeros((1, sims.size + 1), np.float32)
-    q[0, 0] = 1.0
-    return q, g
-
-
-def test_reference_matches_hand_computed_paddleclas_semantics():
-    # gallery g2 has the query's id and camera: PaddleClas zeroes it (sim 0, stays ranked, no hit)
-    q, g = _one_hot_feats([0.5, 0.8, 0.95, 0.9, -0.2])
-    out = paddleclas_retrieval_metrics(q, g, [1], [1, 2, 1, 3, 1], [0], [1, 0, 0, 0, 2], topk=(1, 3))
-    # ranking g3, g1, g0, g2(zeroed), g4: hits at ranks 3 and 5
-    assert out["mAP"] == pytest.approx((1 / 3 + 2 / 5) / 2, abs=1e-7)
-    assert out["recall1"] == 0.0 and out["recall3"] == 1.0
-    assert out["mINP"] == pytest.approx(2 / 4, abs=1e-7)  # upstream divides by the 0-based index 4
-
-
-def test_reference_block_weighting_and_queries_without_match():
-    q1, g = _one_hot_feats([0.9, 0.1, 0.5])
-    q = np.concatenate([q1, q1, q1])
-    # q0 id 1 (hit g1 at rank 3), q1 id 9 (no match anywhere), q2 id 2 (hit g0 at rank 1)
-    out = paddleclas_retrieval_metrics(q, g, [1, 9, 2], [2, 1, 3], topk=(1,), block_size=2)
-    assert block_sections(3, 2) == [2, 1]
-    # block 1 keeps only q0 (AP 1/3) and weighs 2/3; block 2 is q2 (AP 1) weighing 1/3
-    assert out["mAP"] == pytest.approx(1 / 3 * 2 / 3 + 1.0 / 3, abs=1e-7)
-    assert out["recall1"] == pytest.approx(0.0 * 2 / 3 + 1.0 / 3, abs=1e-7)
-
-
-def test_reference_agrees_with_ppise_paddleclas_protocol_on_random_data():
-    from ppise.metric import evaluate
-
-    rng = np.random.default_rng(3)
-    qf = rng.normal(size=(70, 16)).astype(np.float32)
-    gf = rng.normal(size=(150, 16)).astype(np.float32)
-    qf /= np.linalg.norm(qf, axis=1, keepdims=True)
-    gf /= np.linalg.norm(gf, axis=1, keepdims=True)
-    qid, gid = rng.integers(0, 30, 70), rng.integers(0, 25, 150)  # ids >= 25: queries without a match
-    qcam, gcam = rng.integers(0, 3, 70), rng.integers(0, 3, 150)
-    for block in (64, 16, 7):
-        ref = paddleclas_retrieval_metrics(qf, gf, qid, gid, qcam, gcam, topk=(1, 5, 10), block_size=block)
-        ours = evaluate(qf, gf, qid, gid, qcam, gcam, protocol="paddleclas", topk=(1, 5, 10), block_size=block)
-        for rk, ok in (("mAP", "mAP"), ("recall1", "rank1"), ("recall5", "rank5"), ("recall10", "rank10")):
-            assert abs(ref[rk] - ours[ok]) <= 1e-6, (block, rk)
-        if math.isfinite(ref["mINP"]):
-            assert abs(ref["mINP"] - ours["mINP_upstream"]) <= 1e-6
-        else:
-            assert not math.isfinite(ours["mINP_upstream"])

@@ -1,4 +1,7 @@
-"""Everything the parity sections share: the resolved config, the data, the images.
+"""What every parity section reads: the options, the resolved config, the data, the images.
+
+``build_context`` makes it once, before any section runs; sections never change it and
+pass what they produce on by returning it (see ``model.ModelResult``).
 
 The config is the user's (e.g. PaddleClas's ``ResNet50_UReID_infer.yaml``) with only what a
 parity run must change: the device, the dataset root, the backbone's ImageNet download
@@ -12,7 +15,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -47,21 +50,17 @@ class ParityOptions:
     seed: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class ParityContext:
     options: ParityOptions
     cfg: Dict[str, Any]
     work_dir: str
     data_root: str
     image_shape: List[int]
-    notes: List[Row] = field(default_factory=list)
-    image_paths: List[str] = field(default_factory=list)
-    batch: Optional[np.ndarray] = None  # the images through the config's eval transforms, [N, C, H, W]
-    decoded: List[np.ndarray] = field(default_factory=list)  # the same images, decoded RGB uint8 HWC
-    # filled by the model section, read by the later ones
-    ppise_weights: Optional[str] = None
-    dygraph: Dict[str, np.ndarray] = field(default_factory=dict)
-    paddleclas_shapes: Dict[str, tuple] = field(default_factory=dict)  # full official Arch, key -> shape
+    notes: List[Row]  # setup facts (data, device, image shape), shown first
+    image_paths: List[str]  # the first ``num_images`` query images
+    decoded: List[np.ndarray]  # the same images, decoded RGB uint8 HWC
+    batch: np.ndarray  # the same images through the config's eval transforms, [N, C, H, W] float32
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.work_dir, *parts)
@@ -179,20 +178,19 @@ def prepare_data(opts: ParityOptions, work_dir: str) -> tuple:
                      detail=f"no --data: generated a synthetic Market-format set in {root} ({counts})")
 
 
-def load_images(ctx: ParityContext) -> None:
-    """The first ``num_images`` query images: paths, decoded pixels, eval-transformed batch."""
+def load_images(cfg: Dict[str, Any], num_images: int, image_shape: Sequence[int]) -> tuple:
+    """``(paths, decoded, batch)`` of the first ``num_images`` query images (see ParityContext)."""
     from ..data.loader import build_dataset
 
-    ds = build_dataset(get(ctx.cfg, "DataLoader.Eval.Query"), "DataLoader.Eval.Query")
-    n = min(int(ctx.options.num_images), len(ds))
+    ds = build_dataset(get(cfg, "DataLoader.Eval.Query"), "DataLoader.Eval.Query")
+    n = min(int(num_images), len(ds))
     if n < 1:
-        raise ConfigError(f"--num-images must be >= 1, got {ctx.options.num_images}")
-    ctx.image_paths = [ds.images[i] for i in range(n)]
-    ctx.decoded = [np.asarray(ds.read(i)) for i in range(n)]
-    ctx.batch = np.stack([ds[i][0] for i in range(n)]).astype(np.float32)
-    if list(ctx.batch.shape[1:]) != list(ctx.image_shape):
-        raise ConfigError(f"the evaluation transforms give images of shape {list(ctx.batch.shape[1:])}, "
-                          f"not Global.image_shape {ctx.image_shape}")
+        raise ConfigError(f"--num-images must be >= 1, got {num_images}")
+    batch = np.stack([ds[i][0] for i in range(n)]).astype(np.float32)
+    if list(batch.shape[1:]) != list(image_shape):
+        raise ConfigError(f"the evaluation transforms give images of shape {list(batch.shape[1:])}, "
+                          f"not Global.image_shape {list(image_shape)}")
+    return [ds.images[i] for i in range(n)], [np.asarray(ds.read(i)) for i in range(n)], batch
 
 
 def build_context(opts: ParityOptions) -> ParityContext:
@@ -205,9 +203,9 @@ def build_context(opts: ParityOptions) -> ParityContext:
     cfg, shape, notes = resolve_config(opts, data_root)
     if data_note:
         notes.insert(0, data_note)
-    ctx = ParityContext(options=opts, cfg=cfg, work_dir=work_dir, data_root=data_root, image_shape=shape, notes=notes)
-    load_images(ctx)
-    return ctx
+    paths, decoded, batch = load_images(cfg, opts.num_images, shape)
+    return ParityContext(options=opts, cfg=cfg, work_dir=work_dir, data_root=data_root, image_shape=shape,
+                         notes=notes, image_paths=paths, decoded=decoded, batch=batch)
 
 
 def arch_without_head(arch: Dict[str, Any]) -> Dict[str, Any]:

@@ -27,6 +27,7 @@ import yaml
 from ..errors import PpiseError
 from ..utils.arrays import l2_normalize
 from .context import ParityContext
+from .model import ModelResult
 from .report import NOTE, Row, compare_row, describe_array, max_abs_diff
 
 SECTION = "deploy"
@@ -56,13 +57,13 @@ def run_child(cmd: List[str], env: Dict[str, str], what: str, log_path: str) -> 
     return proc
 
 
-def export_legacy(ctx: ParityContext) -> str:
+def export_legacy(ctx: ParityContext, weights: str) -> str:
     """``tools/export_model.py``'s export, format legacy, of the weights the model section checked."""
     from ..deploy.export import export_model
 
     cfg = copy.deepcopy(ctx.cfg)
     out_dir = ctx.path("inference_legacy")
-    cfg["Global"].update(pretrained_model=ctx.ppise_weights, save_inference_dir=out_dir, export_format="legacy")
+    cfg["Global"].update(pretrained_model=weights, save_inference_dir=out_dir, export_format="legacy")
     export_model(cfg)
     return out_dir
 
@@ -125,9 +126,7 @@ def paddleclas_preprocess(ctx: ParityContext) -> np.ndarray:
     return np.stack(out)
 
 
-def run_deploy_section(ctx: ParityContext) -> List[Row]:
-    if ctx.ppise_weights is None:
-        raise PpiseError("the deploy section needs the model section's weights (run with the model section)")
+def run_deploy_section(ctx: ParityContext, model: ModelResult) -> List[Row]:
     rows: List[Row] = []
     n = len(ctx.image_paths)
     try:
@@ -139,7 +138,7 @@ def run_deploy_section(ctx: ParityContext) -> List[Row]:
     except Exception as err:  # noqa: BLE001 - an op PaddleClas deploy lacks: say so, keep going
         rows.append(Row(SECTION, "preprocess", "n/a", "", status=NOTE,
                         detail=f"PaddleClas's deploy ops cannot run this config's transforms ({type(err).__name__}: {err})"))
-    model_dir = export_legacy(ctx)
+    model_dir = export_legacy(ctx, model.weights)
     rows.append(Row(SECTION, "export (legacy inference.pdmodel)", "", os.path.basename(model_dir), status=NOTE,
                     detail=f"ppise export_model, Global.export_format=legacy -> {model_dir}; RecPredictor runs it in a "
                            "child process with FLAGS_enable_pir_api=0 (its enable_memory_optim() fails on PIR models "
@@ -147,7 +146,7 @@ def run_deploy_section(ctx: ParityContext) -> List[Row]:
                            "the image files"))
     rec = l2_normalize(run_recpredictor(ctx, model_dir))
     ppr = l2_normalize(run_predict_rec(ctx, model_dir))
-    dy_pp, dy_pc = l2_normalize(ctx.dygraph["ppise"]), l2_normalize(ctx.dygraph["paddleclas"])
+    dy_pp, dy_pc = l2_normalize(model.dygraph["ppise"]), l2_normalize(model.dygraph["paddleclas"])
     # (check, paddleclas column, ppise column, a, b)
     pairs = [
         ("RecPredictor vs ppise dygraph", "RecPredictor(ppise export)", "dygraph", rec, dy_pp),

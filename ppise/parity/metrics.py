@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import PpiseError
 from .context import ParityContext
+from .model import ModelResult
 from ..utils.arrays import l2_normalize
 from .deploy import REPO_ROOT, child_env, run_child
 from .metrics_reference import paddleclas_retrieval_metrics
@@ -33,11 +34,11 @@ KEY_MAP = (("mAP", "mAP"), ("recall1", "rank1"), ("recall5", "rank5"), ("recall1
            ("mINP", "mINP_upstream"))
 
 
-def run_eval_tool(ctx: ParityContext) -> Tuple[Dict[str, Any], str]:
+def run_eval_tool(ctx: ParityContext, weights: str) -> Tuple[Dict[str, Any], str]:
     """``tools/eval.py`` on the resolved config and the checked weights; returns (metrics, features dir)."""
     feats_dir, out_dir = ctx.path("eval_features"), ctx.path("eval")
     cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "eval.py"), "-c", ctx.config_file(),
-           "-o", f"Global.pretrained_model={ctx.ppise_weights}", "-o", "Global.eval_protocol=paddleclas",
+           "-o", f"Global.pretrained_model={weights}", "-o", "Global.eval_protocol=paddleclas",
            "-o", f"Global.save_features={feats_dir}", "-o", f"Global.output_dir={out_dir}"]
     run_child(cmd, child_env(ctx), "tools/eval.py", ctx.path("eval.log"))
     with open(os.path.join(out_dir, "eval_metrics.json"), encoding="utf-8") as f:
@@ -71,11 +72,9 @@ def _fmt(v: Optional[float]) -> str:
     return "null" if v is None else f"{float(v):.7f}"
 
 
-def run_metrics_section(ctx: ParityContext) -> List[Row]:
-    if ctx.ppise_weights is None:
-        raise PpiseError("the metrics section needs the model section's weights (run with the model section)")
+def run_metrics_section(ctx: ParityContext, model: ModelResult) -> List[Row]:
     rows: List[Row] = []
-    ours, feats_dir = run_eval_tool(ctx)
+    ours, feats_dir = run_eval_tool(ctx, model.weights)
     f = load_features(feats_dir)
     block = int(ctx.cfg["Global"].get("sim_block_size", 64))
     ref = paddleclas_retrieval_metrics(f["query_feats"], f["gallery_feats"], f["query_ids"], f["gallery_ids"],
@@ -90,19 +89,19 @@ def run_metrics_section(ctx: ParityContext) -> List[Row]:
         rows.append(compare_row(SECTION, our_key,
                                 _fmt(ref.get(ref_key)), _fmt(ours.get(our_key)), _same(ref.get(ref_key), ours.get(our_key)),
                                 METRIC_TOL))
-    rows += _feature_link(ctx, f)
+    rows += _feature_link(ctx, model, f)
     rows += _market_rows(ctx, f)
     return rows
 
 
-def _feature_link(ctx: ParityContext, f: Dict[str, Any]) -> List[Row]:
+def _feature_link(ctx: ParityContext, model: ModelResult, f: Dict[str, Any]) -> List[Row]:
     """eval.py's saved features of the checked images vs the model section's dygraph features."""
     index = {os.path.realpath(p): i for i, p in enumerate(f["query_paths"])}
     rows_idx = [index.get(os.path.realpath(p)) for p in ctx.image_paths]
     if any(i is None for i in rows_idx):
         return [check_row(SECTION, "eval.py features of the checked images", "", "images not among queries", False)]
     saved = np.asarray(f["query_feats"])[rows_idx]
-    dy = l2_normalize(ctx.dygraph["ppise"])
+    dy = l2_normalize(model.dygraph["ppise"])
     return [compare_row(SECTION, f"eval.py features vs dygraph ({len(rows_idx)} images)", "",
                         describe_array(saved), max_abs_diff(saved, dy), FEATURE_TOL)]
 

@@ -1,5 +1,8 @@
 """PaddleClas's retrieval evaluation, re-implemented independently of ``ppise.metric``.
 
+The one reference for ppise's ``paddleclas`` protocol: the parity check and the tests
+(tests/test_metric.py) compare ``ppise.metric.evaluate`` with it.
+
 Written from PaddleClas's ``ppcls/engine/evaluation/retrieval.py`` (non re-ranking branch)
 and the ``mAP``, ``Recallk`` and ``mINP`` layers of ``ppcls/metric/metrics.py``, in their
 dense form (sort every row, gather labels, cumulative sums), with PaddleClas's float32
@@ -19,6 +22,9 @@ What PaddleClas does, and so what this does:
 * mINP: ``#hits / argmax(hit - hit / (j + 2))`` (j the 0-based rank), i.e. divided by the
   0-based index of the last hit, as upstream computes it (infinite when that index is 0);
 * block values are summed with weight ``block size / #queries``.
+
+``mINP_intended`` adds the formula mINP is meant to have (#hits / 1-based rank of the last
+hit) under the same block rules; ppise reports it as ``mINP``.
 
 Only the k > gallery-size case departs: PaddleClas raises IndexError there, this returns
 the last CMC value (recall over the whole gallery).
@@ -67,28 +73,31 @@ def _recall(hits: np.ndarray, topk: Sequence[int]) -> Dict[str, float]:
     return {f"recall{k}": float(cmc[min(int(k), cmc.size) - 1]) for k in topk}
 
 
-def _minp(hits: np.ndarray) -> float:
+def _minp(hits: np.ndarray) -> Dict[str, float]:
+    """PaddleClas's mINP (divided by the 0-based index of the last hit) and the intended one."""
     rel = hits.sum(axis=1) > 0
     if not rel.any():
-        return float("nan")
+        return {"mINP": float("nan"), "mINP_intended": float("nan")}
     h = hits[rel]
     aux = h - h / (np.arange(h.shape[1], dtype=F32) + F32(2))
     hard = np.argmax(aux, axis=1).astype(F32)
+    last_rank = h.shape[1] - np.argmax(h[:, ::-1], axis=1)
     with np.errstate(divide="ignore"):
         inp = h.sum(axis=1, dtype=F32) / hard
-    return float(np.mean(inp, dtype=F32))
+    intended = h.sum(axis=1, dtype=np.float64) / last_rank
+    return {"mINP": float(np.mean(inp, dtype=F32)), "mINP_intended": float(np.mean(intended))}
 
 
 def block_metrics(sim: np.ndarray, q_ids: np.ndarray, g_ids: np.ndarray, q_cams: Optional[np.ndarray],
                   g_cams: Optional[np.ndarray], topk: Sequence[int]) -> Dict[str, float]:
-    """mAP, recall@k and mINP of one query block, before block weighting."""
+    """mAP, recall@k, mINP and mINP_intended of one query block, before block weighting."""
     sim = np.asarray(sim, F32)
     keep = None
     if q_cams is not None and g_cams is not None:
         keep = (q_ids[:, None] != g_ids[None, :]) | (q_cams[:, None] != g_cams[None, :])
         sim = keep.astype(F32) * sim
     hits = _hit_matrix(sim, q_ids, g_ids, keep)
-    out = {"mAP": _map(hits), "mINP": _minp(hits)}
+    out = {"mAP": _map(hits), **_minp(hits)}
     out.update(_recall(hits, topk))
     return out
 

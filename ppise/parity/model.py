@@ -13,6 +13,7 @@ The generated weights therefore get random BN affine parameters and statistics f
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
@@ -24,6 +25,16 @@ from .report import NOTE, Row, check_row, compare_row, describe_array, max_abs_d
 SECTION = "model"
 FEATURE_TOL = 1e-5
 OUTPUT_KEYS = ("backbone", "neck", "features", "logits")
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """The model section's rows and what the later sections compare against."""
+
+    rows: List[Row]
+    weights: Optional[str] = None  # ppise's state dict as checked (after any --perturb); None if it stopped early
+    dygraph: Dict[str, np.ndarray] = field(default_factory=dict)  # "paddleclas" / "ppise" eval features [N, D]
+    paddleclas_shapes: Dict[str, tuple] = field(default_factory=dict)  # the full official Arch, key -> shape
 
 
 def build_paddleclas_model(cfg: Dict[str, Any], arch: Optional[Dict[str, Any]] = None):
@@ -166,7 +177,7 @@ def _load_into_paddleclas(ctx: ParityContext, model, path: str) -> List[Row]:
                       detail)]
 
 
-def run_model_section(ctx: ParityContext) -> List[Row]:
+def run_model_section(ctx: ParityContext) -> ModelResult:
     import paddle
 
     from ..utils.weights import load_pretrained, resolve_weights_path
@@ -197,9 +208,8 @@ def run_model_section(ctx: ParityContext) -> List[Row]:
                               + (" (head.* skipped)" if skip else ""), True))
     except ConfigError as err:
         rows.append(check_row(SECTION, "weights -> ppise RecModel (strict)", "", "refused", False, str(err)))
-        return rows
+        return ModelResult(rows)
     pc_state, pp_state = shapes(pc.state_dict()), shapes(pp.state_dict())
-    ctx.paddleclas_shapes = pc_state
     same = pc_state == pp_state
     diff_keys = sorted(set(pc_state) ^ set(pp_state)) + sorted(k for k in pc_state if k in pp_state and pc_state[k] != pp_state[k])
     rows.append(check_row(SECTION, "state-dict keys and shapes", f"{len(pc_state)} tensors", f"{len(pp_state)} tensors",
@@ -223,7 +233,6 @@ def run_model_section(ctx: ParityContext) -> List[Row]:
             continue
         rows.append(compare_row(SECTION, f"{key} ({n} images, eval)", describe_array(a), describe_array(b),
                                 max_abs_diff(a, b), FEATURE_TOL))
-    ctx.ppise_weights = ctx.path("ppise_model.pdparams")
-    paddle.save(pp.state_dict(), ctx.ppise_weights)
-    ctx.dygraph = {"paddleclas": pc_out["features"], "ppise": pp_out["features"]}
-    return rows
+    checked = ctx.path("ppise_model.pdparams")
+    paddle.save(pp.state_dict(), checked)
+    return ModelResult(rows, checked, {"paddleclas": pc_out["features"], "ppise": pp_out["features"]}, pc_state)

@@ -18,7 +18,7 @@ from typing import Any, Dict, List
 from ..config import get_config
 from ..errors import ConfigError
 from .context import ParityContext, arch_without_head
-from .model import (build_paddleclas_model, build_ppise_model, forward_outputs, head_keys, is_clean, key_report,
+from .model import (ModelResult, build_paddleclas_model, build_ppise_model, forward_outputs, head_keys, is_clean, key_report,
                     randomize_batchnorm, report_text, shapes)
 from .report import NOTE, Row, check_row, compare_row, describe_array, max_abs_diff
 
@@ -61,7 +61,7 @@ def _strict_into_paddleclas(file_state: Dict[str, Any], model) -> Dict[str, List
     return rep
 
 
-def ppise_to_paddleclas(ctx: ParityContext, arch: Dict[str, Any]) -> List[Row]:
+def ppise_to_paddleclas(ctx: ParityContext, model: ModelResult, arch: Dict[str, Any]) -> List[Row]:
     import paddle
 
     from ..utils.weights import load_pretrained
@@ -76,7 +76,7 @@ def ppise_to_paddleclas(ctx: ParityContext, arch: Dict[str, Any]) -> List[Row]:
     rows.append(check_row(SECTION, "ppise ISE ckpt -> paddleclas RecModel, inference branch (strict)",
                           report_text(rep), f"{len(state)} tensors ({how})", is_clean(rep),
                           f"checkpoint {path}; PaddleClas RecModel from {ctx.options.config} without Head"))
-    full_shapes = ctx.paddleclas_shapes or shapes(build_paddleclas_model(ctx.cfg).state_dict())
+    full_shapes = model.paddleclas_shapes or shapes(build_paddleclas_model(ctx.cfg).state_dict())
     rep_full = key_report(state, full_shapes)
     heads = head_keys(full_shapes)
     only_head = rep_full["missing"] == heads and not rep_full["unexpected"] and not rep_full["mismatched"]
@@ -135,7 +135,7 @@ def paddleclas_to_ppise(ctx: ParityContext, arch: Dict[str, Any]) -> List[Row]:
     return rows
 
 
-def release_weights_into_ise(ctx: ParityContext, arch: Dict[str, Any]) -> List[Row]:
+def release_weights_into_ise(ctx: ParityContext, model: ModelResult, arch: Dict[str, Any]) -> List[Row]:
     """With ``--weights``: the released file in ppise's ISE model, strict apart from a named head."""
     from ..utils.weights import load_pretrained, resolve_weights_path
     import paddle
@@ -149,21 +149,21 @@ def release_weights_into_ise(ctx: ParityContext, arch: Dict[str, Any]) -> List[R
         return [check_row(SECTION, "--weights -> ppise ISE model (strict)", "", "refused", False, str(err))]
     rows = [check_row(SECTION, "--weights -> ppise ISE model (strict)", f"{len(heads)} head tensors in file",
                       "loaded" + (" (head.* dropped)" if heads else ""), True)]
-    if "paddleclas" in ctx.dygraph:
+    if "paddleclas" in model.dygraph:
         b = forward_outputs(pp, ctx.batch)["features"]
-        a = ctx.dygraph["paddleclas"]
+        a = model.dygraph["paddleclas"]
         rows.append(compare_row(SECTION, f"features, --weights: paddleclas vs ppise ISE ({len(a)} images)",
                                 describe_array(a), describe_array(b), max_abs_diff(a, b), FEATURE_TOL))
     return rows
 
 
-def run_roundtrip_section(ctx: ParityContext) -> List[Row]:
+def run_roundtrip_section(ctx: ParityContext, model: ModelResult) -> List[Row]:
     arch, source = ise_arch(ctx)
     rows = [Row(SECTION, "ppise ISE model", "", f"Arch of {os.path.relpath(source)}", status=NOTE,
                 detail=f"ppise side built from {source} (Head {arch.get('Head', {}).get('name')}); PaddleClas side from "
                        f"{ctx.options.config}")]
-    rows += ppise_to_paddleclas(ctx, arch)
+    rows += ppise_to_paddleclas(ctx, model, arch)
     rows += paddleclas_to_ppise(ctx, arch)
     if ctx.options.weights:
-        rows += release_weights_into_ise(ctx, arch)
+        rows += release_weights_into_ise(ctx, model, arch)
     return rows
