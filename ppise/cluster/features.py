@@ -9,7 +9,7 @@ from ppise.errors import DataError
 def check_features(features: np.ndarray, name: str = "features") -> np.ndarray:
     """Return C-contiguous float32 rows scaled to unit L2 norm.
 
-    The Jaccard definition (DESIGN.md section 3) assumes unit features, so rows that are
+    The Jaccard definition (docs/design.md section 3) assumes unit features, so rows that are
     not normalised are normalised here rather than refused: the caller's extractor may or
     may not have normalised, and the answer must not depend on that. Empty input, a wrong
     rank, non-finite values and all-zero rows cannot be normalised and raise ``DataError``

@@ -1,4 +1,4 @@
-"""Sparse k-reciprocal Jaccard distance (DESIGN.md section 3), vectorised with scipy.sparse.
+"""Sparse k-reciprocal Jaccard distance (docs/design.md section 3), vectorised with scipy.sparse.
 
 Same answer as cluster contrast's ``compute_jaccard_distance`` but every N x N object is
 sparse with O(N*k) entries and no Python loop runs over samples. Details reproduced
