@@ -321,19 +321,6 @@ def check_k(k1: int, k2: int) -> None:
             raise ConfigError(f"Cluster.{key}: expected a positive integer, got {val!r}")
 
 
-def jaccard_distance_timed(
-    features: np.ndarray,
-    k1: int = 30,
-    k2: int = 6,
-    knn: str = "exact",
-    device: str = "cpu",
-    memory_budget_bytes: Optional[float] = None,
-) -> Tuple[sp.csr_matrix, Dict[str, float]]:
-    """``jaccard_distance`` plus the seconds of its kNN and Jaccard stages."""
-    check_k(k1, k2)
-    return jaccard_of_unit(check_features(features), k1, k2, knn, device, memory_budget_bytes)
-
-
 def jaccard_of_unit(
     x: np.ndarray, k1: int, k2: int, knn: str, device: str, memory_budget_bytes: Optional[float] = None
 ) -> Tuple[sp.csr_matrix, Dict[str, float]]:
@@ -361,4 +348,5 @@ def jaccard_distance(
     stored explicitly so DBSCAN on the sparse matrix counts each point in its own
     neighbourhood, exactly like the dense matrix.
     """
-    return jaccard_distance_timed(features, k1, k2, knn, device, memory_budget_bytes)[0]
+    check_k(k1, k2)
+    return jaccard_of_unit(check_features(features), k1, k2, knn, device, memory_budget_bytes)[0]

@@ -51,6 +51,13 @@ def ppise_checkpoint(ctx: ParityContext, model) -> tuple:
     return base + ".pdparams", "written"
 
 
+def _features_row(ctx: ParityContext, item: str, paddleclas_feats, pp_model) -> Row:
+    """The paddleclas features against ``pp_model``'s on the same images."""
+    a, b = paddleclas_feats, forward_outputs(pp_model, ctx.batch)["features"]
+    return compare_row(SECTION, f"features, {item} ({len(a)} images)", describe_array(a), describe_array(b),
+                       max_abs_diff(a, b), FEATURE_TOL)
+
+
 def _strict_into_paddleclas(file_state: Dict[str, Any], model) -> Dict[str, List]:
     import warnings
 
@@ -86,10 +93,7 @@ def ppise_to_paddleclas(ctx: ParityContext, model: ModelResult, arch: Dict[str, 
                           f"the only tensors the checkpoint lacks are the official Head's ({head_shapes}): the "
                           f"supervised classifier, absent from unsupervised ISE training and unused by retrieval "
                           f"(infer_output_key: features)" if heads else ""))
-    a = forward_outputs(pc, ctx.batch)["features"]
-    b = forward_outputs(pp, ctx.batch)["features"]
-    rows.append(compare_row(SECTION, f"features, ppise ISE model vs paddleclas ({len(a)} images)", describe_array(a),
-                            describe_array(b), max_abs_diff(a, b), FEATURE_TOL))
+    rows.append(_features_row(ctx, "ppise ISE model vs paddleclas", forward_outputs(pc, ctx.batch)["features"], pp))
     return rows
 
 
@@ -128,10 +132,7 @@ def paddleclas_to_ppise(ctx: ParityContext, arch: Dict[str, Any]) -> List[Row]:
         rows.append(check_row(SECTION, "paddleclas inference branch -> ppise ISE model (strict)", "", "refused", False,
                               str(err)))
         return rows
-    a = forward_outputs(pc, ctx.batch)["features"]
-    b = forward_outputs(pp, ctx.batch)["features"]
-    rows.append(compare_row(SECTION, f"features, paddleclas vs ppise ISE model ({len(a)} images)", describe_array(a),
-                            describe_array(b), max_abs_diff(a, b), FEATURE_TOL))
+    rows.append(_features_row(ctx, "paddleclas vs ppise ISE model", forward_outputs(pc, ctx.batch)["features"], pp))
     return rows
 
 
@@ -150,10 +151,7 @@ def release_weights_into_ise(ctx: ParityContext, model: ModelResult, arch: Dict[
     rows = [check_row(SECTION, "--weights -> ppise ISE model (strict)", f"{len(heads)} head tensors in file",
                       "loaded" + (" (head.* dropped)" if heads else ""), True)]
     if "paddleclas" in model.dygraph:
-        b = forward_outputs(pp, ctx.batch)["features"]
-        a = model.dygraph["paddleclas"]
-        rows.append(compare_row(SECTION, f"features, --weights: paddleclas vs ppise ISE ({len(a)} images)",
-                                describe_array(a), describe_array(b), max_abs_diff(a, b), FEATURE_TOL))
+        rows.append(_features_row(ctx, "--weights: paddleclas vs ppise ISE", model.dygraph["paddleclas"], pp))
     return rows
 
 
