@@ -25,6 +25,8 @@ from ..errors import ConfigError, DataError
 from .report import NOTE, Row
 
 EVAL_SPLITS = ("Query", "Gallery")
+FEATURE_TOL = 1e-5  # largest |difference| of two features (or inputs) that counts as equal
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SYNTHETIC_DEFAULTS = {"images_per_id": (4, 8), "cams_per_id": (2, 4)}
 
 

@@ -26,13 +26,11 @@ import yaml
 
 from ..errors import PpiseError
 from ..utils.arrays import l2_normalize
-from .context import ParityContext
+from .context import FEATURE_TOL, REPO_ROOT, ParityContext
 from .model import ModelResult
 from .report import NOTE, Row, compare_row, describe_array, max_abs_diff
 
 SECTION = "deploy"
-FEATURE_TOL = 1e-5
-REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CHILD_TIMEOUT = 1800
 
 

@@ -18,16 +18,15 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import PpiseError
-from .context import ParityContext
+from .context import FEATURE_TOL, REPO_ROOT, ParityContext
 from .model import ModelResult
 from ..utils.arrays import l2_normalize
-from .deploy import REPO_ROOT, child_env, run_child
+from .deploy import child_env, run_child
 from .metrics_reference import paddleclas_retrieval_metrics
 from .report import NOTE, Row, check_row, compare_row, describe_array, max_abs_diff
 
 SECTION = "metrics"
 METRIC_TOL = 1e-6
-FEATURE_TOL = 1e-5
 EXPECT_TOL = 0.5  # percentage points, for --expect-market
 # reference key -> eval_metrics.json key
 KEY_MAP = (("mAP", "mAP"), ("recall1", "rank1"), ("recall5", "rank5"), ("recall10", "rank10"),

@@ -19,11 +19,10 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 from ..errors import ConfigError
-from .context import ParityContext
+from .context import FEATURE_TOL, ParityContext
 from .report import NOTE, Row, check_row, compare_row, describe_array, max_abs_diff
 
 SECTION = "model"
-FEATURE_TOL = 1e-5
 OUTPUT_KEYS = ("backbone", "neck", "features", "logits")
 
 

@@ -17,14 +17,12 @@ from typing import Any, Dict, List
 
 from ..config import get_config
 from ..errors import ConfigError
-from .context import ParityContext, arch_without_head
+from .context import FEATURE_TOL, REPO_ROOT, ParityContext, arch_without_head
 from .model import (ModelResult, build_paddleclas_model, build_ppise_model, forward_outputs, head_keys, is_clean, key_report,
                     randomize_batchnorm, report_text, shapes)
 from .report import NOTE, Row, check_row, compare_row, describe_array, max_abs_diff
 
 SECTION = "roundtrip"
-FEATURE_TOL = 1e-5
-REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DEFAULT_TRAIN_CONFIG = os.path.join(REPO_ROOT, "configs", "ise_market.yaml")
 
 
