@@ -1,0 +1,63 @@
+"""Writing files so that a crash never leaves half of one, and checking a folder is writable."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Any, Iterator, Optional
+
+from ..errors import TrainingError
+
+
+@contextlib.contextmanager
+def _replacing(path: str) -> Iterator[str]:
+    """A temporary name next to ``path``: fsynced and renamed onto ``path`` on a clean exit, removed on an error."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "w", encoding: Optional[str] = None) -> Iterator[Any]:
+    """Open a temporary file next to ``path``; on a clean exit flush, fsync and ``os.replace`` it.
+
+    Readers see the old file or the complete new one, never a torn one. On an error the
+    temporary file is removed and ``path`` is left as it was. ``mode`` is "w" or "wb".
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    with _replacing(path) as tmp, open(tmp, mode, encoding=encoding) as f:
+        yield f
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``paddle.save(obj, path)`` through a temporary file in the same folder and ``os.replace``."""
+    import paddle
+
+    with _replacing(path) as tmp:
+        paddle.save(obj, tmp)
+
+
+def ensure_writable_dir(path: str, what: str) -> str:
+    """Create ``path`` if needed and prove a file can be written there; returns ``path``.
+
+    Raises ``TrainingError`` naming ``what`` (e.g. "Global.output_dir") and the path, so a
+    read-only or full disk is reported before any work instead of at the first save.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_test", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise TrainingError(f"{what} {path!r} is not writable: {err}") from err
+    return path
