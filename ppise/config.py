@@ -326,9 +326,10 @@ PADDLECLAS_COMPONENT_KEYS = ("use_ssld", "pretrained", "grad_clip", "no_weight_d
 _DATALOADER_PARTS = ("dataset", "sampler", "loader")
 
 
-def check_components(cfg: Dict[str, Any], warn=None) -> None:
+def check_components(cfg: Dict[str, Any], warn=None, training: bool = False) -> None:
     """Check every component a config names, before any data is read: registered name, each
-    keyword against the constructor's signature (close match on a typo), annotated types."""
+    keyword against the constructor's signature (close match on a typo), annotated types;
+    with ``training``, also that ``Loss.Train`` forms one training objective."""
     from . import arch, data, loss, metric, optimizer  # noqa: F401  (register the components)
     from .arch.rec_model import ARCH_KEYS
     from .data.loader import _LOADER_KEYS
@@ -392,6 +393,8 @@ def check_components(cfg: Dict[str, Any], warn=None) -> None:
         check(METRICS, entry, f"Metric.Eval[{i}]")
     for i, op in enumerate(get(cfg, "Cluster.transform_ops", None) or []):
         check(TRANSFORMS, op, f"Cluster.transform_ops[{i}]")
+    if training:
+        loss.build_objective(get(cfg, "Loss.Train"), where="Loss.Train")
 
 
 def get(cfg: Dict[str, Any], path: str, default: Any = ConfigError) -> Any:

@@ -132,3 +132,13 @@ def test_use_support_false_with_supports_is_an_error(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="use_support=False"):
         get_config(str(path))
+
+
+def test_a_cluster_run_listing_celoss_stops_before_any_data():
+    from ppise.config import check_components
+
+    cfg = get_config(DEMOS[0], warn=lambda m: None)
+    cfg["Loss"]["Train"][2] = {"CELoss": {"weight": 1.0}}  # in place of LabelPreservingLoss
+    check_components(cfg)  # a valid loss on its own (PaddleClas configs list it) ...
+    with pytest.raises(ConfigError, match=r"Loss.Train\[2\].CELoss cannot be part of a cluster-contrast objective"):
+        check_components(cfg, training=True)  # ... but not in a run without labels

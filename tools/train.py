@@ -24,7 +24,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ppise.utils.device import setup_device
 
     setup_device(cfg["Global"])
-    check_components(cfg, warn=logger.warning)  # every key and type, before any data is read
+    check_components(cfg, warn=logger.warning, training=True)  # every key, type and the objective, before any data is read
     dist.init_distributed()
     logger.info(f"config {args.config} resolved:\n{dump(cfg)}")
     ensure_dataset(cfg)
