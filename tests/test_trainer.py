@@ -91,7 +91,7 @@ class Recorder(Hook):
 
 
 class TrainSet:
-    labels = np.arange(N) % 3
+    labels = 1001 + 2 * (np.arange(N) % 3)  # raw person ids, as datasets keep them
     cameras = np.zeros(N, np.int64)
     images = [f"img_{i}.jpg" for i in range(N)]
 
@@ -132,7 +132,7 @@ def test_run_without_clustering_trains_on_true_ids():
     log = []
     trainer = make_trainer(log, epochs=1, iters=1, needs_clusters=False)
     trainer.train()
-    assert ("reset", None) in log and ("loader", 1, (0, 1, 2)) in log
+    assert ("reset", None) in log and ("loader", 1, (0, 1, 2)) in log  # ids 1001, 1003, 1005 -> classes 0..2
     assert not any(isinstance(e, tuple) and e[0] == "relabel" for e in log)
 
 
@@ -251,3 +251,9 @@ def test_what_ends_a_run_is_the_last_entry_of_train_log(tmp_path, raised, expect
     assert expected in text.strip().splitlines()[0]
     if code is None:
         assert "Traceback" in text and "ZeroDivisionError: boom" in text
+
+
+def test_identity_classes_are_contiguous_and_keep_junk_out():
+    from ppise.engine.trainer import identity_classes
+
+    np.testing.assert_array_equal(identity_classes([1005, -1, 1001, 1005, 1003]), [2, -1, 0, 2, 1])

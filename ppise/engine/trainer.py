@@ -7,7 +7,7 @@
     hooks: evaluate, log, checkpoint
 
 A run without clustering (``objective.needs_clusters`` False) trains on the dataset's own
-identity labels. The trainer names no loss: the objective owns that side.
+identities (as classes 0..C-1). The trainer names no loss: the objective owns that side.
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ class Trainer:
                 labels, centroids, stats = self.relabel(self.net, self.epoch)
                 self.epoch_record.update(stats)
             else:
-                labels, centroids = np.asarray(self.train_set.labels, dtype=np.int64), None
+                labels, centroids = identity_classes(self.train_set.labels), None
             self.objective.reset(centroids)
             self.labels = labels
             loader = self.make_loader(labels, self.epoch)
@@ -175,6 +175,15 @@ class Trainer:
         for hook in self.hooks:
             hook.load_state_dict(training)
         set_rng_state(training.get("rng"))
+
+
+def identity_classes(ids) -> np.ndarray:
+    """True person ids -> classes 0..C-1 in id order; negative (junk) ids stay -1, never drawn."""
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    classes = np.full(ids.shape, -1, dtype=np.int64)
+    keep = ids >= 0
+    classes[keep] = np.unique(ids[keep], return_inverse=True)[1]
+    return classes
 
 
 def _first_names(dataset, idx, count: int = 3) -> str:

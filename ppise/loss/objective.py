@@ -24,34 +24,31 @@ import paddle
 import paddle.nn as nn
 
 from ppise.errors import ConfigError
-from ppise.registry import LOSSES, OBJECTIVES
+from ppise.registry import OBJECTIVES
 from ppise.utils import dist
 
-from .builder import loss_entries
+from .builder import build_losses, loss_entries
 from .cluster_memory import ClusterMemoryLoss
 from .ise_support import ISESupport
 from .label_preserving import LabelPreservingLoss
 
 __all__ = ["Objective", "ClusterContrastObjective", "build_objective"]
 
-Entries = List[Tuple[str, Dict[str, Any], str]]
-
-
 class Objective(nn.Layer):
     """Base class. ``losses`` returns weighted losses keyed ``loss_*``; ``metrics`` holds the
     last step's extra figures for logging (e.g. ``alpha``)."""
 
-    needs_clusters: bool = True
-    components: Tuple[str, ...] = ()  # the Loss.Train names this objective is assembled from
+    needs_clusters: bool = True  # False: the trainer feeds the dataset's identities as classes 0..C-1
+    components: Tuple[str, ...] = ()  # the Loss.Train names it is assembled from (register in OBJECTIVES)
 
     def __init__(self) -> None:
         super().__init__()
         self.metrics: Dict[str, float] = {}
 
     @classmethod
-    def from_entries(cls, entries: Entries) -> "Objective":
-        """Build from ``[(name, kwargs, config path)]`` of ``Loss.Train``."""
-        return cls(**{name: LOSSES.build({name: kwargs}, where=f"{path}.{name}") for name, kwargs, path in entries})
+    def from_config(cls, loss_cfg_list: List[Dict[str, Any]], where: str = "Loss.Train") -> "Objective":
+        """Build from the ``Loss.Train`` list: each listed loss becomes the keyword of its name."""
+        return cls(**build_losses(loss_cfg_list, where=where))
 
     def reset(self, centroids: Optional[np.ndarray]) -> None:
         """Start a new epoch with these cluster centroids (None when supervised)."""
@@ -161,11 +158,11 @@ def build_objective(loss_cfg_list: Any, where: str = "Loss.Train") -> Objective:
                 raise ConfigError(
                     f"{path}.{name} cannot be part of a cluster-contrast objective (training without labels); "
                     f"it takes only {', '.join(cls.components)}. Remove {path}, or train supervised without ClusterMemoryLoss")
-        return cls.from_entries(entries)
+        return cls.from_config(loss_cfg_list, where)
     _load_optional_objectives()
     for name in OBJECTIVES.names():
         cls = OBJECTIVES.get(name)
         if set(names) <= set(cls.components):
-            return cls.from_entries(entries)
+            return cls.from_config(loss_cfg_list, where)
     known = "; ".join(f"{n}: {', '.join(OBJECTIVES.get(n).components)}" for n in OBJECTIVES.names())
     raise ConfigError(f"{where}: no training objective is made of {', '.join(names)}; objectives and their losses: {known}")
