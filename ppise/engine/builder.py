@@ -154,6 +154,7 @@ def build_trainer(cfg: Dict[str, Any]) -> Trainer:
         # Before the checkpointer: a crash between the two leaves a log line newer than `latest`,
         # which resume trims and redoes, instead of a checkpointed epoch missing from train_log.jsonl.
         LoggerHook(out_dir, glob["print_batch_step"], glob["use_visualdl"]),
+        # Last: it saves the state (and the best/final record) every hook above produced this epoch.
         CheckpointHook(model_dir_of(cfg), glob["save_interval"],
                        metrics_of=evaluator.metrics_of if evaluator else (lambda epoch: None),
                        metrics_path=os.path.join(out_dir, "eval_metrics.json")),
