@@ -3,7 +3,7 @@
 Times (best of the repeats, forward + backward):
 
 1. ISE part at the reference size (batch 256 = 16 ids x 16, 2048-d, 700 clusters):
-   ISEHead + LP loss + the support half of the cluster-memory loss, on features produced
+   ISESupport + LP loss + the support half of the cluster-memory loss, on features produced
    by a Linear layer so that backward is real; the Linear alone is timed too and
    subtracted to isolate ISE's own overhead.
 2. The same LP loss written as a per-sample Python loop (the official ``CriterionLP``
@@ -30,8 +30,7 @@ import paddle.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ppise.arch.head.ise import ISEHead  # noqa: E402
-from ppise.loss import ClusterMemoryLoss, LabelPreservingLoss  # noqa: E402
+from ppise.loss import ClusterContrastObjective, ClusterMemoryLoss, ISESupport, LabelPreservingLoss  # noqa: E402
 from ppise.utils.arrays import l2_normalize  # noqa: E402
 
 
@@ -75,9 +74,9 @@ def ise_setup(batch: int, ids: int, dim: int, clusters: int, topk: int, seed: in
     linear = nn.Linear(dim, dim)
     inputs = paddle.to_tensor(rng.normal(size=(batch, dim)).astype(np.float32))
     labels = paddle.to_tensor(np.repeat(rng.choice(clusters, ids, replace=False), batch // ids).astype(np.int64))
-    memory = ClusterMemoryLoss(num_features=dim, momentum=0.2, update="hard", use_support=True)
+    memory = ClusterMemoryLoss(num_features=dim, momentum=0.2, update="hard")
     memory.reset(l2_normalize(rng.normal(size=(clusters, dim))))
-    return linear, inputs, labels, memory, ISEHead(topk=topk), LabelPreservingLoss()
+    return linear, inputs, labels, memory, ISESupport(topk=topk), LabelPreservingLoss()
 
 
 def bench_ise(args) -> Tuple[float, float, float]:
@@ -121,13 +120,13 @@ def bench_ise(args) -> Tuple[float, float, float]:
         "batched": lambda: lp(f_leaf, s_leaf, labels, ys).backward(),
         "loop": lambda: loop_lp_loss(f_leaf, s_leaf, labels, ys, group_size=group).backward(),
     }, args.repeats)
-    x_upd, y_upd = memory.select_inputs(f.detach(), labels, s.detach(), ys)
+    x_upd, y_upd = paddle.concat([f.detach(), s.detach()]), paddle.concat([labels, ys])
     upd = timeit({"update": lambda: memory.update(x_upd, y_upd)}, args.repeats)["update"]
     print(f"[ISE @ B={batch}, D={dim}, C={clusters}, K={topk}]")
     print(f"  Linear {dim}->{dim} fwd+bwd alone          : {t_lin * 1e3:8.2f} ms")
-    print(f"  + ISEHead + CM(supports) + LP, batched   : {t_ise * 1e3:8.2f} ms  "
+    print(f"  + ISESupport + CM(supports) + LP, batched   : {t_ise * 1e3:8.2f} ms  "
           f"(ISE overhead {1e3 * (t_ise - t_lin):.2f} ms)")
-    print(f"  + ISEHead + CM(supports) + LP, loop LP   : {t_loop * 1e3:8.2f} ms  "
+    print(f"  + ISESupport + CM(supports) + LP, loop LP   : {t_loop * 1e3:8.2f} ms  "
           f"(ISE overhead {1e3 * (t_loop - t_lin):.2f} ms)")
     print(f"  loop / batched (overheads)               : {(t_loop - t_lin) / max(t_ise - t_lin, 1e-9):8.1f} x")
     print(f"  LP loss alone fwd+bwd, batched           : {lp_only['batched'] * 1e3:8.2f} ms")
@@ -160,33 +159,33 @@ def bench_step(args, ise_overhead_ref: float) -> None:
     rng = np.random.default_rng(1)
     images = paddle.to_tensor(rng.normal(size=(batch, *shape)).astype(np.float32))
     labels = paddle.to_tensor(np.repeat(rng.choice(clusters, ids, replace=False), batch // ids).astype(np.int64))
-    memory = ClusterMemoryLoss(num_features=dim, update="hard")
-    memory.reset(l2_normalize(rng.normal(size=(clusters, dim))))
-    head, lp = ISEHead(topk=1), LabelPreservingLoss()
+    centroids = l2_normalize(rng.normal(size=(clusters, dim)))
+    objectives = {  # what the trainer runs: objective.losses -> sum -> backward -> step -> objective.update
+        False: ClusterContrastObjective(ClusterMemoryLoss(num_features=dim, update="hard")),
+        True: ClusterContrastObjective(ClusterMemoryLoss(num_features=dim, update="hard"), ISESupport(topk=1),
+                                       LabelPreservingLoss()),
+    }
+    for objective in objectives.values():
+        objective.reset(centroids)
     opt = paddle.optimizer.Adam(learning_rate=3.5e-4, parameters=model.parameters(), weight_decay=5e-4)
     model.train()
 
     def step(use_ise: bool) -> Callable[[], None]:
+        objective = objectives[use_ise]
+
         def run() -> None:
-            f = _features(model(images))
-            if use_ise:
-                s, ys, _ = head(f, labels, memory.memory, (1000, 28000))
-                x, y = memory.select_inputs(f, labels, s, ys)
-                loss = memory(x, y) + 0.1 * lp(f, s, labels, ys)
-            else:
-                x, y = f, labels
-                loss = memory(x, y)
-            loss.backward()
+            losses = objective.losses({"features": _features(model(images))}, labels, 1000 / 28000)
+            paddle.add_n(list(losses.values())).backward()
             opt.step()
             opt.clear_grad()
-            memory.update(x.detach(), y)
+            objective.update()
         return run
 
     best = timeit({"cc": step(False), "ise": step(True)}, max(3, args.repeats // 2))
     t_cc, t_full = best["cc"], best["ise"]
     print(f"[whole step @ B={batch} x {'x'.join(map(str, shape))}, Adam, D={dim}, C={clusters}] model: {what}")
     print(f"  cluster-contrast step (no ISE)           : {t_cc * 1e3:8.2f} ms")
-    print(f"  ISE step (head + CM[f;s] + LP + update)  : {t_full * 1e3:8.2f} ms  "
+    print(f"  ISE step (supports + CM[f;s] + LP + update)  : {t_full * 1e3:8.2f} ms  "
           f"(ISE adds {100 * (t_full - t_cc) / t_cc:.1f} %)")
     print(f"  ISE overhead @ B=256/2048-d / this step  : {ise_overhead_ref / t_full:8.2f} x")
 

@@ -14,11 +14,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import yaml
 
 from .errors import ConfigError
+from .registry import check_arguments, split_spec
 
-SECTIONS = ("Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Cluster", "Infer")
+SECTIONS = ("Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Cluster", "Infer", "AMP")
 
-# Global keys ppise reads: name -> (allowed types, default). PaddleClas keys ppise ignores
-# are accepted from YAML with a warning so official configs load unchanged.
+# Every key of the plain sections, declared once: name -> (allowed types, default).
+# Component sections (Arch, Loss, Optimizer, DataLoader, Metric) are checked against the
+# keyword arguments of the registered classes they name (``check_components``).
 _NONE = type(None)
 GLOBAL_SCHEMA: Dict[str, Tuple[tuple, Any]] = {
     "checkpoints": ((str, _NONE), None),
@@ -45,21 +47,57 @@ GLOBAL_SCHEMA: Dict[str, Tuple[tuple, Any]] = {
     "infer_imgs": ((str, _NONE), None),
     "synthetic_dataset": ((dict, _NONE), None),
     "sim_block_size": ((int,), 64),
+    "to_static": ((bool,), False),
+}
+# PaddleClas Global keys ppise has no use for: accepted with a warning so official configs load.
+PADDLECLAS_GLOBAL_KEYS = ("use_dali", "class_num", "use_multilabel", "update_freq", "retrieval_feature_from",
+                          "re_ranking", "use_sync_bn", "start_eval_epoch", "calc_metric_during_train")
+CLUSTER_SCHEMA: Dict[str, Tuple[tuple, Any]] = {
+    "k1": ((int,), 30),
+    "k2": ((int,), 6),
+    "eps": ((float,), 0.6),
+    "min_samples": ((int,), 4),
+    "knn": ((str,), "exact"),
+    "device": ((str,), "cpu"),
+    "gemm": ((str,), "auto"),
+    "save_labels": ((bool,), False),
+    "batch_size": ((int, _NONE), None),
+    "transform_ops": ((list, _NONE), None),
+}
+CLUSTER_DEFAULTS: Dict[str, Any] = {k: v for k, (_, v) in CLUSTER_SCHEMA.items()}
+AMP_SCHEMA: Dict[str, Tuple[tuple, Any]] = {
+    "use_amp": ((bool,), False),
+    "scale_loss": ((float,), 1.0),
+    "use_dynamic_loss_scaling": ((bool,), True),
+    "level": ((str,), "O1"),
+    "dtype": ((str,), "float16"),
 }
 CHOICES = {
-    "Global.device": ("cpu", "gpu"),
+    "Global.device": ("cpu", "gpu", "gpu:N"),
     "Global.eval_protocol": ("market", "paddleclas"),
     "Global.export_format": ("pir", "legacy"),
     "Global.eval_mode": ("retrieval",),
+    "Cluster.knn": ("exact", "ivf", "hnsw"),
+    "Cluster.device": ("cpu", "gpu"),
+    "Cluster.gemm": ("auto", "numpy", "paddle"),
+    "AMP.level": ("O1", "O2"),
+    "AMP.dtype": ("float16", "bfloat16"),
 }
-CLUSTER_DEFAULTS: Dict[str, Any] = {
-    "k1": 30,
-    "k2": 6,
-    "eps": 0.6,
-    "min_samples": 4,
-    "knn": "exact",
-    "device": "cpu",
+# Range checks: path -> (test, what it must be).
+RANGES = {
+    "Global.epochs": (lambda v: v >= 1, ">= 1"),
+    "Global.save_interval": (lambda v: v >= 1, ">= 1"),
+    "Global.eval_interval": (lambda v: v >= 1, ">= 1"),
+    "Global.print_batch_step": (lambda v: v >= 1, ">= 1"),
+    "Cluster.k1": (lambda v: v >= 1, ">= 1"),
+    "Cluster.k2": (lambda v: v >= 1, ">= 1"),
+    "Cluster.min_samples": (lambda v: v >= 1, ">= 1"),
+    # Jaccard distances lie in [0, 1]: eps >= 1 would put every pair in one neighbourhood
+    "Cluster.eps": (lambda v: 0 < v < 1, "in (0, 1) (the DBSCAN radius on Jaccard distances, which lie in [0, 1])"),
+    "Cluster.batch_size": (lambda v: v is None or v >= 1, ">= 1"),
+    "AMP.scale_loss": (lambda v: v > 0, "> 0"),
 }
+SECTION_SCHEMAS = {"Global": GLOBAL_SCHEMA, "Cluster": CLUSTER_SCHEMA, "AMP": AMP_SCHEMA}
 
 
 class _Loader(yaml.SafeLoader):
@@ -152,10 +190,11 @@ def apply_override(cfg: Dict[str, Any], text: str) -> None:
     if isinstance(node, list):
         node[_index(node, last, path)] = value
     elif isinstance(node, dict):
-        if parts[0] == "Global" and len(parts) == 2:
-            if last not in GLOBAL_SCHEMA and last not in node:
-                raise ConfigError(f"override {path}: unknown Global key '{last}'{_suggest(last, GLOBAL_SCHEMA)}")
-            if str in GLOBAL_SCHEMA.get(last, ((),))[0] and isinstance(value, (dict, list)):
+        schema = SECTION_SCHEMAS.get(parts[0])
+        if schema is not None and len(parts) == 2:
+            if last not in schema and last not in node:
+                raise ConfigError(f"override {path}: unknown {parts[0]} key '{last}'{_suggest(last, schema)}")
+            if str in schema.get(last, ((),))[0] and isinstance(value, (dict, list)):
                 value = text.split("=", 1)[1].strip()  # a path such as 'a: b' is meant literally
         node[last] = value
     else:
@@ -179,48 +218,183 @@ def _check_type(value: Any, types: tuple, path: str) -> None:
         raise ConfigError(f"{path} must be {_type_name(types)}, got {value!r} ({type(value).__name__})")
 
 
+def _check_section(cfg: Dict[str, Any], section: str, warn, tolerated: Sequence[str] = ()) -> None:
+    """Unknown keys are errors (``tolerated`` ones warn), types checked, defaults filled."""
+    schema = SECTION_SCHEMAS[section]
+    node = cfg.get(section)
+    node = {} if node is None else node
+    if not isinstance(node, dict):
+        raise ConfigError(f"section {section} must be a mapping of keys, got {node!r}")
+    cfg[section] = node
+    for key, value in list(node.items()):
+        if key not in schema:
+            if key in tolerated:
+                if warn:
+                    warn(f"{section}.{key} is a PaddleClas key ppise does not use; ignored")
+                continue
+            raise ConfigError(f"unknown {section} key '{key}'{_suggest(key, schema)} (at {section}.{key}); "
+                              f"{section} keys: {', '.join(schema)}")
+        _check_type(value, schema[key][0], f"{section}.{key}")
+    for key, (_, default) in schema.items():
+        node.setdefault(key, copy.deepcopy(default))
+
+
 def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
-    """Check sections and Global types, fill defaults; returns the same dict."""
+    """Check every section's keys, types and values, fill defaults; returns the same dict.
+
+    Old ISE configs (``Arch.Head: ISEHead``, ``ClusterMemoryLoss.use_support``) are converted
+    to the ``Loss.Train: - ISESupport`` form with one warning. Components named in Arch, Loss,
+    Optimizer, DataLoader and Metric are checked by :func:`check_components`.
+    """
     for section in cfg:
         if section not in SECTIONS:
             raise ConfigError(f"unknown config section '{section}'{_suggest(section, SECTIONS)}; sections: {', '.join(SECTIONS)}")
         if cfg[section] is not None and not isinstance(cfg[section], (dict, list)):
             raise ConfigError(f"section {section} must be a mapping, got {cfg[section]!r}")
-    glob = cfg.get("Global") or {}
-    if not isinstance(glob, dict):
-        raise ConfigError(f"section Global must be a mapping of keys, got {glob!r}")
-    cfg["Global"] = glob
-    for key, value in list(glob.items()):
-        if key not in GLOBAL_SCHEMA:
-            if warn:
-                warn(f"Global.{key} is not used by ppise{_suggest(key, GLOBAL_SCHEMA)}")
-            continue
-        _check_type(value, GLOBAL_SCHEMA[key][0], f"Global.{key}")
-    for key, (_, default) in GLOBAL_SCHEMA.items():
-        glob.setdefault(key, copy.deepcopy(default))
+    _check_section(cfg, "Global", warn, tolerated=PADDLECLAS_GLOBAL_KEYS)
+    _check_section(cfg, "Cluster", warn)
+    _check_section(cfg, "AMP", warn)
+    glob = cfg["Global"]
     for path, options in CHOICES.items():
         value = get(cfg, path)
-        if value not in options:
+        if isinstance(value, str) and path in ("Cluster.knn", "Cluster.device"):
+            value = value.lower()
+        if value not in options and not (path == "Global.device" and re.fullmatch(r"gpu:\d+", str(value))):
             raise ConfigError(f"{path} must be one of {', '.join(options)}, got {value!r}")
     shape = glob["image_shape"]
     if len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape):
         raise ConfigError(f"Global.image_shape must be [C, H, W] positive ints, got {shape!r}")
-    for key in ("epochs", "save_interval", "eval_interval", "print_batch_step"):
-        if glob[key] < 1:
-            raise ConfigError(f"Global.{key} must be >= 1, got {glob[key]!r}")
-    cluster = cfg.get("Cluster")
-    if cluster is not None:
-        if not isinstance(cluster, dict):
-            raise ConfigError(f"section Cluster must be a mapping, got {cluster!r}")
-        for key, default in CLUSTER_DEFAULTS.items():
-            cluster.setdefault(key, default)
-            _check_type(cluster[key], (type(default),) if not isinstance(default, float) else (float, int), f"Cluster.{key}")
-        if not cluster["eps"] > 0:  # also refuses nan
-            raise ConfigError(f"Cluster.eps must be > 0 (the DBSCAN radius on Jaccard distances), got {cluster['eps']!r}")
-        for key in ("k1", "k2", "min_samples"):
-            if cluster[key] < 1:
-                raise ConfigError(f"Cluster.{key} must be >= 1, got {cluster[key]!r}")
+    for path, (test, what) in RANGES.items():
+        value = get(cfg, path)
+        if not test(value) or (isinstance(value, float) and value != value):  # nan fails every range
+            raise ConfigError(f"{path} must be {what}, got {value!r}")
+    migrate_ise_config(cfg, warn)
     return cfg
+
+
+def migrate_ise_config(cfg: Dict[str, Any], warn=None) -> None:
+    """Convert the pre-objective ISE form in place (one warning): ``Arch.Head: ISEHead`` becomes
+    ``Loss.Train: - ISESupport`` after ClusterMemoryLoss; ``ClusterMemoryLoss.use_support`` goes.
+
+    ``use_support: False`` together with ISE supports is refused: supports now always join the
+    memory loss and its update, as in the official code (the False mode, supports feeding the
+    LP loss only, does not exist any more). Without supports the key meant nothing and is dropped.
+    """
+    notes = []
+    arch = cfg.get("Arch") if isinstance(cfg.get("Arch"), dict) else {}
+    head = arch.get("Head")
+    losses = get(cfg, "Loss.Train", None)
+    losses = losses if isinstance(losses, list) else None
+    names = [next(iter(e)) for e in losses or [] if isinstance(e, dict) and len(e) == 1]
+    if isinstance(head, dict) and (head.get("name") == "ISEHead" or (len(head) == 1 and "ISEHead" in head)):
+        if "ISESupport" in names:
+            raise ConfigError("Arch.Head: ISEHead and Loss.Train: - ISESupport both given; keep only Loss.Train's ISESupport")
+        _, kwargs = component(head, "Arch.Head")
+        if losses is None:
+            losses = cfg.setdefault("Loss", {}).setdefault("Train", [])
+        at = names.index("ClusterMemoryLoss") + 1 if "ClusterMemoryLoss" in names else len(losses)
+        losses.insert(at, {"ISESupport": kwargs})
+        names.insert(at, "ISESupport")
+        del arch["Head"]
+        notes.append(f"Arch.Head: ISEHead moved to Loss.Train[{at}]: - ISESupport: {kwargs}")
+    for i, entry in enumerate(losses or []):
+        args = entry.get("ClusterMemoryLoss") if isinstance(entry, dict) else None
+        if isinstance(args, dict) and "use_support" in args:
+            if args["use_support"] is False and "ISESupport" in names:
+                raise ConfigError(
+                    f"Loss.Train[{i}].ClusterMemoryLoss.use_support=False is no longer supported: ISE supports always "
+                    f"join the memory loss and its update, as in the official code; remove the key (or remove "
+                    f"ISESupport to train plain cluster contrast)")
+            if args["use_support"] not in (True, False):
+                raise ConfigError(f"Loss.Train[{i}].ClusterMemoryLoss.use_support must be true or false, got {args['use_support']!r}")
+            del args["use_support"]
+            notes.append(f"Loss.Train[{i}].ClusterMemoryLoss.use_support is gone (ISE supports, when listed, always "
+                         f"join the memory loss); remove the key")
+    if notes:
+        message = "old ISE config form converted: " + "; ".join(notes) + " (see Loss.Train: - ISESupport: {topk, base_lambda})"
+        if warn:
+            warn(message)
+        else:
+            import warnings
+
+            warnings.warn(message, stacklevel=3)
+
+
+# PaddleClas keys that ppise's components take and ignore (accepted with a warning).
+PADDLECLAS_COMPONENT_KEYS = ("use_ssld", "pretrained", "grad_clip", "no_weight_decay_name",
+                             "one_dim_param_no_weight_decay", "multi_precision", "last_epoch", "backend")
+_DATALOADER_PARTS = ("dataset", "sampler", "loader")
+
+
+def check_components(cfg: Dict[str, Any], warn=None, training: bool = False) -> None:
+    """Check every component a config names, before any data is read: registered name, each
+    keyword against the constructor's signature (close match on a typo), annotated types;
+    with ``training``, also that ``Loss.Train`` forms one training objective."""
+    from . import arch, data, loss, metric, optimizer  # noqa: F401  (register the components)
+    from .arch.rec_model import ARCH_KEYS
+    from .data.loader import _LOADER_KEYS
+    from .registry import BACKBONES, DATASETS, HEADS, LOSSES, LR_SCHEDULERS, METRICS, NECKS, OPTIMIZERS, SAMPLERS, TRANSFORMS
+
+    def check(registry, spec, where, supplied=(), handled=()):
+        name, kwargs = component(spec, where)
+        factory = registry.get(name, f"{where}.name" if isinstance(spec, dict) and "name" in spec else where)
+        kwargs = {k: v for k, v in kwargs.items() if k not in handled}
+        at = where if isinstance(spec, dict) and "name" in spec else f"{where}.{name}"
+        check_arguments(factory, kwargs, at, supplied=supplied, tolerated=PADDLECLAS_COMPONENT_KEYS, warn=warn)
+
+    arch_cfg = cfg.get("Arch")
+    if isinstance(arch_cfg, dict):
+        for key in arch_cfg:
+            if key not in ARCH_KEYS:
+                raise ConfigError(f"unknown Arch key '{key}'{_suggest(key, ARCH_KEYS)} (at Arch.{key}); Arch keys: {', '.join(ARCH_KEYS)}")
+        backbone = arch_cfg.get("Backbone")
+        if isinstance(backbone, dict) and backbone.get("name") in BACKBONES:  # PaddleClas zoo names take **kwargs
+            check(BACKBONES, backbone, "Arch.Backbone", handled=("pretrained", "use_ssld"))
+        for key, registry in (("Neck", NECKS), ("Head", HEADS)):
+            if isinstance(arch_cfg.get(key), dict):
+                check(registry, arch_cfg[key], f"Arch.{key}")
+    for split in ("Train", "Eval"):
+        entries = get(cfg, f"Loss.{split}", None)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            check(LOSSES, entry, f"Loss.{split}[{i}]")
+    opt = cfg.get("Optimizer")
+    if isinstance(opt, dict) and "name" in opt:
+        check(OPTIMIZERS, opt, "Optimizer", supplied=("parameters", "learning_rate", "weight_decay"),
+              handled=("lr", "regularizer", "weight_decay"))
+        lr = opt.get("lr")
+        if isinstance(lr, dict):
+            check(LR_SCHEDULERS, dict(lr, name=lr.get("name", "Constant")), "Optimizer.lr",
+                  supplied=("iters_per_epoch", "epochs"), handled=("warmup_start_lr",))
+    loaders = cfg.get("DataLoader") if isinstance(cfg.get("DataLoader"), dict) else {}
+    sections = [("DataLoader.Train", loaders.get("Train"))]
+    evals = loaders.get("Eval") if isinstance(loaders.get("Eval"), dict) else {}
+    sections += [(f"DataLoader.Eval.{k}", v) for k, v in evals.items()]
+    for where, section in sections:
+        if not isinstance(section, dict):
+            continue
+        for key in section:
+            if key not in _DATALOADER_PARTS:
+                raise ConfigError(f"unknown key '{key}'{_suggest(key, _DATALOADER_PARTS)} (at {where}.{key}); "
+                                  f"{where} holds {', '.join(_DATALOADER_PARTS)}")
+        ds = section.get("dataset")
+        if isinstance(ds, dict) and "name" in ds:
+            check(DATASETS, ds, f"{where}.dataset", handled=("transform_ops",))
+            for i, op in enumerate(ds.get("transform_ops") or []):
+                check(TRANSFORMS, op, f"{where}.dataset.transform_ops[{i}]")
+        sampler = section.get("sampler")
+        if isinstance(sampler, dict) and "name" in sampler:
+            check(SAMPLERS, sampler, f"{where}.sampler", supplied=("labels", "cameras", "rank", "world_size", "seed", "where"))
+        for key in section.get("loader") or {}:
+            if key not in _LOADER_KEYS:
+                raise ConfigError(f"unknown key '{key}'{_suggest(key, _LOADER_KEYS)} (at {where}.loader.{key}); "
+                                  f"loader keys: {', '.join(_LOADER_KEYS)}")
+    metrics = get(cfg, "Metric.Eval", None)
+    for i, entry in enumerate(metrics if isinstance(metrics, list) else []):
+        check(METRICS, entry, f"Metric.Eval[{i}]")
+    for i, op in enumerate(get(cfg, "Cluster.transform_ops", None) or []):
+        check(TRANSFORMS, op, f"Cluster.transform_ops[{i}]")
+    if training:
+        loss.build_objective(get(cfg, "Loss.Train"), where="Loss.Train")
 
 
 def get(cfg: Dict[str, Any], path: str, default: Any = ConfigError) -> Any:
@@ -276,14 +450,4 @@ def save(cfg: Dict[str, Any], out_dir: str, name: str = "config.yaml") -> str:
 
 def component(spec: Any, path: str) -> Tuple[str, Dict[str, Any]]:
     """Split ``{name: X, a: 1}`` or ``{X: {a: 1}}`` (PaddleClas list style) into (name, kwargs)."""
-    if isinstance(spec, dict) and "name" in spec:
-        kwargs = {k: v for k, v in spec.items() if k != "name"}
-        return spec["name"], kwargs
-    if isinstance(spec, dict) and len(spec) == 1:
-        (name, kwargs), = spec.items()
-        if kwargs is None:
-            kwargs = {}
-        if not isinstance(kwargs, dict):
-            raise ConfigError(f"{path}.{name} must be a mapping of arguments, got {kwargs!r}")
-        return name, dict(kwargs)
-    raise ConfigError(f"{path} must be {{name: ..., args}} or {{Name: {{args}}}}, got {spec!r}")
+    return split_spec(spec, path)

@@ -1,7 +1,94 @@
-"""A tiny name -> class registry so configs can name components (PaddleClas style)."""
+"""A tiny name -> class registry so configs can name components (PaddleClas style).
+
+A failed lookup, an unknown keyword or a wrongly typed value is a ConfigError naming the
+config path, the registered names and the closest match, so callers need no try/except.
+"""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Optional
+import difflib
+import inspect
+import typing
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
+
+from .errors import ConfigError
+
+
+def close_match(word: Any, options: Iterable[Any]) -> str:
+    """`` (did you mean 'x'?)`` for the closest option, or ``''``."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def split_spec(spec: Any, where: str) -> Tuple[str, Dict[str, Any]]:
+    """``{name: X, a: 1}`` or ``{X: {a: 1}}`` (PaddleClas list style) -> ``(X, {a: 1})``."""
+    if isinstance(spec, dict) and "name" in spec:
+        return spec["name"], {k: v for k, v in spec.items() if k != "name"}
+    if isinstance(spec, dict) and len(spec) == 1:
+        (name, kwargs), = spec.items()
+        kwargs = {} if kwargs is None else kwargs
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"{where}.{name} must be a mapping of arguments, got {kwargs!r}")
+        return name, dict(kwargs)
+    raise ConfigError(f"{where} must be {{name: ..., args}} or {{Name: {{args}}}}, got {spec!r}")
+
+
+_SIMPLE = (bool, int, float, str, list, dict)
+
+
+def _accepted_types(hint: Any) -> Optional[tuple]:
+    """The plain types a type hint allows (None: not checkable, accept anything)."""
+    if hint in _SIMPLE:
+        return (hint,)
+    if typing.get_origin(hint) is typing.Union:
+        types = []
+        for arg in typing.get_args(hint):
+            if arg is type(None):
+                types.append(type(None))
+                continue
+            sub = _accepted_types(typing.get_origin(arg) or arg)
+            if sub is None:
+                return None
+            types.extend(sub)
+        return tuple(types)
+    origin = typing.get_origin(hint)
+    return (origin,) if origin in (list, dict) else None
+
+
+def _type_ok(value: Any, types: tuple) -> bool:
+    if isinstance(value, bool):
+        return bool in types
+    if isinstance(value, int) and float in types:
+        return True
+    return isinstance(value, types)
+
+
+def check_arguments(factory: Callable[..., Any], kwargs: Dict[str, Any], where: str,
+                    supplied: Sequence[str] = (), tolerated: Sequence[str] = (), warn=None) -> None:
+    """Every key of ``kwargs`` must be a keyword of ``factory`` (``supplied`` ones are passed by
+    the code, not the config) and match its annotated type. Keys in ``tolerated`` (PaddleClas
+    keys a factory takes through ``**kwargs`` and ignores) are passed on with a warning.
+    Unannotated parameters are not type-checked; the factory checks their values."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    try:
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation only disables type checks
+        hints = {}
+    names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+             and n not in ("self",) and n not in supplied]
+    for key, value in kwargs.items():
+        if key not in names:
+            if key in tolerated:
+                if warn:
+                    warn(f"{where}.{key} is a PaddleClas key ppise does not use; ignored")
+                continue
+            raise ConfigError(f"{where}.{key}: unknown key{close_match(key, names)}; {where} accepts: {', '.join(names) or '(none)'}")
+        types = _accepted_types(hints.get(key))
+        if types is not None and not _type_ok(value, types):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ConfigError(f"{where}.{key} must be {expected}, got {value!r} ({type(value).__name__})")
 
 
 class Registry:
@@ -25,22 +112,27 @@ class Registry:
             return _add
         return _add(obj)
 
-    def get(self, name: str, where: str = "") -> Callable[..., Any]:
-        if name not in self._items:
-            loc = f" (at {where})" if where else ""
-            raise KeyError(
-                f"unknown {self.kind} '{name}'{loc}; registered: {', '.join(self.names()) or '(none)'}"
-            )
+    def get(self, name: Any, where: str = "") -> Callable[..., Any]:
+        """The registered factory; an unknown name is a ConfigError listing what exists."""
+        if not isinstance(name, str) or name not in self._items:
+            loc = f"{where}: " if where else ""
+            raise ConfigError(f"{loc}unknown {self.kind} '{name}'{close_match(name, self._items)}; "
+                              f"registered: {', '.join(self.names()) or '(none)'}")
         return self._items[name]
 
-    def build(self, name: str, where: str = "", **kwargs: Any) -> Any:
-        """Instantiate ``name`` with ``kwargs``; a bad argument names the config path."""
-        cls = self.get(name, where)
+    def build(self, spec: Any, where: str = "", **supplied: Any) -> Any:
+        """Build from a spec (``{name: X, ...}`` or ``{X: {...}}``, or a bare name) plus the
+        arguments the code supplies; every config mistake is a ConfigError naming ``where``."""
+        name, kwargs = (spec, {}) if isinstance(spec, str) else split_spec(spec, where)
+        factory = self.get(name, where)
+        check_arguments(factory, kwargs, where, supplied=tuple(supplied))
         try:
-            return cls(**kwargs)
+            return factory(**kwargs, **supplied)
         except TypeError as err:
-            loc = where or name
-            raise TypeError(f"cannot build {self.kind} '{name}' from config {loc}: {err}") from err
+            raise ConfigError(f"{where}: cannot build {self.kind} '{name}': {err}") from None
+        except (ValueError, ConfigError) as err:
+            msg = str(err)
+            raise ConfigError(msg if where and where in msg else f"{where}: {msg}") from None
 
     def names(self) -> Iterable[str]:
         return sorted(self._items)
@@ -56,10 +148,10 @@ BACKBONES = Registry("backbone")
 NECKS = Registry("neck")
 HEADS = Registry("head")
 LOSSES = Registry("loss")
+OBJECTIVES = Registry("objective")
 DATASETS = Registry("dataset")
 TRANSFORMS = Registry("transform")
 SAMPLERS = Registry("sampler")
 METRICS = Registry("metric")
-HOOKS = Registry("hook")
 OPTIMIZERS = Registry("optimizer")
 LR_SCHEDULERS = Registry("lr scheduler")

@@ -168,28 +168,12 @@ def test_fc_head_logits_and_softmax_output():
     assert list(emb(paddle.randn([2, 3, 64, 32]))["features"].shape) == [2, 64]
 
 
-class _TrainingOnlyProbe(nn.Layer):
-    """Stands for ISEHead: parameter-free, needs more than features, called by the engine only."""
-
-    training_only = True
-
-    def forward(self, features, labels, centroids, progress):
-        if features.shape[0] != labels.shape[0]:
-            raise AssertionError("bad call")
-        return features + progress * centroids[labels]
-
-
-def test_training_only_head_is_attached_but_not_called():
-    if "_TrainingOnlyProbe" not in HEADS:
-        HEADS.register(_TrainingOnlyProbe)
-    model = build_model(mini_arch(Head={"name": "_TrainingOnlyProbe"}))
-    assert isinstance(model.head, _TrainingOnlyProbe) and not model.head_in_forward
-    out = model(paddle.randn([2, 3, 64, 32]), paddle.to_tensor([0, 1]))
+def test_model_without_head_gives_features_only():
+    model = build_model(mini_arch(Head=None))
+    out = model(paddle.randn([2, 3, 64, 32]))
     assert "logits" not in out and list(out["features"].shape) == [2, 256]
-    support = model.head(out["features"], paddle.to_tensor([1, 0]), paddle.ones([2, 256]), 0.5)
-    np.testing.assert_allclose(_np(support), _np(out["features"]) + 0.5, rtol=1e-6)
     with pytest.raises(ConfigError, match="infer_output_key"):
-        build_model(mini_arch(Head={"name": "_TrainingOnlyProbe"}, infer_output_key="logits"))
+        build_model(mini_arch(Head=None, infer_output_key="logits"))
 
 
 # ------------------------------------------------------------------ config errors

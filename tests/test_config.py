@@ -117,10 +117,16 @@ def test_registry_lists_names_on_unknown():
 
     reg.register(Alpha, name="Beta")
     assert reg.build("Beta", size=3).size == 3
-    with pytest.raises(KeyError, match="unknown widget 'Gamma' \\(at Arch.Neck.name\\); registered: Alpha, Beta"):
+    assert reg.build({"name": "Beta", "size": 4}, where="Arch.Neck").size == 4  # both spec forms
+    assert reg.build({"Beta": {"size": 5}}, where="Loss.Train[0]").size == 5
+    with pytest.raises(ConfigError, match="Arch.Neck.name: unknown widget 'Gamma'; registered: Alpha, Beta"):
         reg.get("Gamma", where="Arch.Neck.name")
-    with pytest.raises(TypeError, match="cannot build widget 'Alpha' from config Arch.Neck"):
-        reg.build("Alpha", where="Arch.Neck", colour=1)
+    with pytest.raises(ConfigError, match="did you mean 'Alpha'"):
+        reg.get("Alpah", where="Arch.Neck.name")
+    with pytest.raises(ConfigError, match=r"Arch.Neck.colour: unknown key; Arch.Neck accepts: size"):
+        reg.build({"name": "Alpha", "colour": 1}, where="Arch.Neck")
+    with pytest.raises(ConfigError, match=r"Arch.Neck.size must be int, got 'big'"):
+        reg.build({"name": "Alpha", "size": "big"}, where="Arch.Neck")
 
 
 def test_parse_override_plain_string_fallback():
@@ -136,3 +142,55 @@ def test_apply_override_creates_missing_section():
     cfg = {}
     apply_override(cfg, "Cluster.eps=0.3")
     assert cfg == {"Cluster": {"eps": 0.3}}
+
+
+# ------------------------------------------------------------------ one schema: typos and types (issue 16 items 2-3)
+DEMO = os.path.join(ROOT, "configs", "ise_demo.yaml")
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("Cluster.epz=0.5", "unknown Cluster key 'epz' (did you mean 'eps'?)"),
+    ("Optimizer.lr.learning_rte=0.1", "Optimizer.lr.learning_rte: unknown key (did you mean 'learning_rate'?)"),
+    ("DataLoader.Train.sampler.batch_sise=32", "DataLoader.Train.sampler.batch_sise: unknown key (did you mean 'batch_size'?)"),
+    ("Loss.Train.0.ClusterMemoryLoss.temprature=1", "Loss.Train[0].ClusterMemoryLoss.temprature: unknown key (did you mean 'temperature'?)"),
+    ("Arch.Neck.num_feature=3", "Arch.Neck.num_feature: unknown key (did you mean 'num_features'?)"),
+    ("DataLoader.Train.loader.num_worker=1", "unknown key 'num_worker' (did you mean 'num_workers'?) (at DataLoader.Train.loader.num_worker)"),
+    ("DataLoader.Train.sampler.batch_size=abc", "DataLoader.Train.sampler.batch_size must be int, got 'abc'"),
+    ("DataLoader.Train.sampler.batch_size=[1,2]", "DataLoader.Train.sampler.batch_size must be int, got [1, 2]"),
+    ("DataLoader.Train.sampler.num_instances=abc", "DataLoader.Train.sampler.num_instances must be int, got 'abc'"),
+    ("Cluster.eps=1.5", "Cluster.eps must be in (0, 1)"),
+    ("Cluster.gemm=fast", "Cluster.gemm must be one of auto, numpy, paddle"),
+    ("AMP.level=O3", "AMP.level must be one of O1, O2"),
+    ("Global.to_static=maybe", "Global.to_static must be bool"),
+])
+def test_every_unknown_key_and_bad_type_fails_before_data(override, fragment):
+    from ppise.config import check_components
+
+    with pytest.raises(ConfigError) as err:
+        check_components(get_config(DEMO, [override], warn=lambda m: None))
+    assert fragment in str(err.value)
+
+
+def test_yaml_typo_in_global_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown Global key 'epochz' \(did you mean 'epochs'\?\) \(at Global.epochz\)"):
+        get_config(write(tmp_path, {"Global": {"epochz": 15}}))
+
+
+def test_new_section_keys_have_defaults():
+    cfg = get_config(DEMO, ["Global.device=gpu:1"], warn=lambda m: None)
+    assert cfg["Global"]["device"] == "gpu:1" and cfg["Global"]["to_static"] is False
+    assert cfg["Cluster"]["gemm"] == "auto"
+    assert cfg["AMP"] == {"use_amp": False, "scale_loss": 1.0, "use_dynamic_loss_scaling": True, "level": "O1", "dtype": "float16"}
+
+
+def test_official_paddleclas_config_passes_the_component_checks():
+    from ppise.config import check_components
+
+    if not os.path.isfile(OFFICIAL):
+        pytest.skip(f"official PaddleClas config not beside the checkout: {OFFICIAL}")
+    warnings = []
+    cfg = get_config(OFFICIAL, ["Global.device=cpu"], warn=warnings.append)
+    check_components(cfg, warn=warnings.append)  # CELoss / SupConLoss are valid losses; only a cluster run refuses them
+    assert all("PaddleClas key" in w for w in warnings)
+    with pytest.raises(ConfigError, match="unknown Global key 'epochz'"):
+        get_config(OFFICIAL, ["Global.device=cpu", "Global.epochz=3"])

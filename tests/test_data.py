@@ -285,11 +285,17 @@ def test_rmgs_ranks_share_the_global_batch():
 
 
 def test_rmgs_too_few_clusters_names_the_knobs():
+    # fewer clusters than P: this epoch uses P = clusters (P shrinking lives in the sampler) ...
     labels = np.r_[np.repeat(np.arange(3), 5), -np.ones(20, np.int64)]
+    fitted = RandomMultipleGallerySampler(labels, np.zeros_like(labels), batch_size=16, num_instances=4)
+    assert (fitted.num_ids_per_batch, fitted.batch_size) == (3, 12)
+    assert all(len(b) == 12 and len(set(labels[b])) == 3 for b in fitted)
+    # ... and too few to form any batch of identities is an error naming the knobs
+    labels = np.r_[np.repeat(np.arange(1), 5), -np.ones(20, np.int64)]
     with pytest.raises(TrainingError) as info:
         RandomMultipleGallerySampler(labels, np.zeros_like(labels), batch_size=16, num_instances=4)
     msg = str(info.value)
-    assert "3 clusters" in msg and "P" in msg and "= 4" in msg
+    assert "1 clusters" in msg and "P" in msg and "= 4" in msg
     for knob in ("Cluster.eps", "Cluster.min_samples", "Cluster.k1", "batch_size", "num_instances"):
         assert knob in msg
 

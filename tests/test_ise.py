@@ -1,4 +1,4 @@
-"""ISE core: ISEHead (PLI supports), LabelPreservingLoss, ClusterMemoryLoss, build_losses.
+"""ISE core: ISESupport (PLI supports), LabelPreservingLoss, ClusterMemoryLoss, build_losses.
 
 Each batched implementation is checked against the DESIGN.md formula written the slow,
 obvious way (per-sample Python loops here in the test).
@@ -11,10 +11,9 @@ import numpy as np
 import paddle
 import pytest
 
-from ppise.arch.head.ise import ISEHead, pli_alpha
 from ppise.errors import ConfigError, TrainingError
-from ppise.loss import CELoss, ClusterMemoryLoss, LabelPreservingLoss, SupConLoss, build_losses
-from ppise.registry import HEADS, LOSSES
+from ppise.loss import CELoss, ClusterMemoryLoss, ISESupport, LabelPreservingLoss, SupConLoss, build_losses, pli_alpha
+from ppise.registry import LOSSES
 
 
 def unit(a: np.ndarray) -> np.ndarray:
@@ -29,14 +28,13 @@ def lab(a) -> paddle.Tensor:
     return paddle.to_tensor(np.asarray(a, dtype=np.int64))
 
 
-# ----------------------------------------------------------------------------- ISEHead
+# ----------------------------------------------------------------------------- ISESupport
 # Hand-made centroids in 3-d: e1, e2, e3 and the diagonal (e1 + e2) / sqrt(2).
 CENTROIDS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1 / math.sqrt(2), 1 / math.sqrt(2), 0]])
 
 
-def test_head_is_registered_parameter_free_and_training_only():
-    head = HEADS.get("ISEHead")(topk=1)
-    assert head.training_only is True
+def test_support_is_registered_in_the_loss_list_and_parameter_free():
+    head = LOSSES.get("ISESupport")(topk=1)
     assert len(head.parameters()) == 0
     assert head.base_lambda == 1.0
 
@@ -55,7 +53,7 @@ def test_alpha_schedule_endpoints_and_progress_forms():
 def test_supports_at_t0_equal_normalised_features():
     rng = np.random.default_rng(0)
     f = rng.normal(size=(5, 3)) * 7.0  # not normalised on purpose
-    head = ISEHead(topk=2, base_lambda=3.0)
+    head = ISESupport(topk=2, base_lambda=3.0)
     s, ys, alpha = head(t64(f), lab([0, 1, 2, 3, 0]), t64(CENTROIDS), (0, 400))
     assert alpha == 0.0
     np.testing.assert_allclose(s.numpy(), np.repeat(unit(f), 2, axis=0), atol=1e-12)
@@ -68,7 +66,7 @@ def test_own_centroid_excluded_even_when_most_similar():
     f = np.array([[1.0, 0.05, 0.0], [1.0, 0.0, 0.02]])
     labels = [0, 3]
     base_lambda = 2.0
-    head = ISEHead(topk=1, base_lambda=base_lambda)
+    head = ISESupport(topk=1, base_lambda=base_lambda)
     s, ys, alpha = head(t64(f), lab(labels), t64(CENTROIDS), (400, 400))
     assert alpha == pytest.approx(base_lambda / 4)
     expected = np.stack([
@@ -84,7 +82,7 @@ def test_topk2_is_sample_major_and_ordered_by_similarity():
     # Sample 0 (label 0): similarity order excluding itself is 3 (0.8 + ...), then 1, then 2.
     f = np.array([[0.8, 0.5, 0.1], [0.1, 0.2, 0.9]])
     labels = [0, 2]
-    head = ISEHead(topk=2, base_lambda=1.0)
+    head = ISESupport(topk=2, base_lambda=1.0)
     s, ys, alpha = head(t64(f), lab(labels), t64(CENTROIDS), 0.7)
     fn = unit(f)
     expected = []
@@ -103,7 +101,7 @@ def test_gradient_flows_to_features_and_matches_finite_differences():
     f = rng.normal(size=(4, 3))
     w = rng.normal(size=(8, 3))
     labels = lab([0, 1, 2, 3])
-    head = ISEHead(topk=2, base_lambda=4.0)
+    head = ISESupport(topk=2, base_lambda=4.0)
 
     def value(arr):
         s, _, _ = head(t64(arr), labels, t64(CENTROIDS), (3, 4))
@@ -125,14 +123,14 @@ def test_gradient_flows_to_features_and_matches_finite_differences():
 
 def test_head_rejects_bad_config_and_bad_batches():
     with pytest.raises(ConfigError):
-        ISEHead(topk=0)
+        ISESupport(topk=0)
     with pytest.raises(ConfigError):
-        ISEHead(base_lambda=-1.0)
-    head = ISEHead(topk=4)
+        ISESupport(base_lambda=-1.0)
+    head = ISESupport(topk=4)
     with pytest.raises(TrainingError, match="topk"):
         head(t64(np.ones((2, 3))), lab([0, 1]), t64(CENTROIDS), 0.5)
     with pytest.raises(TrainingError, match="outliers"):
-        ISEHead()(t64(np.ones((2, 3))), lab([-1, 1]), t64(CENTROIDS), 0.5)
+        ISESupport()(t64(np.ones((2, 3))), lab([-1, 1]), t64(CENTROIDS), 0.5)
 
 
 # ----------------------------------------------------------------------------- LP loss
@@ -187,7 +185,7 @@ def test_lp_loss_float32_with_ise_head_supports():
     centroids = unit(rng.normal(size=(6, 32))).astype(np.float32)
     labels = lab(np.repeat([0, 2, 5], 4))
     x = paddle.to_tensor(rng.normal(size=(12, 32)).astype(np.float32), stop_gradient=False)
-    s, ys, _ = ISEHead(topk=2)(x, labels, paddle.to_tensor(centroids), (200, 400))
+    s, ys, _ = ISESupport(topk=2)(x, labels, paddle.to_tensor(centroids), (200, 400))
     loss = LabelPreservingLoss()(x, s, labels, ys)
     slow = naive_lp(t64(x.numpy()), t64(s.numpy()), labels.numpy(), ys.numpy(), 0.6)
     assert float(loss) == pytest.approx(float(slow), rel=1e-5)
@@ -278,16 +276,6 @@ def test_reset_new_cluster_count_and_state_round_trip():
         other(paddle.to_tensor(np.ones((1, 8), np.float32)), lab([0]))
     other.set_memory_state(state)
     np.testing.assert_array_equal(other.memory_state(), state)
-
-
-def test_select_inputs_follows_use_support():
-    f = paddle.ones([3, 4])
-    s = paddle.zeros([6, 4])
-    y, ys = lab([0, 1, 2]), lab([0, 0, 1, 1, 2, 2])
-    x_on, y_on = ClusterMemoryLoss(num_features=4, use_support=True).select_inputs(f, y, s, ys)
-    assert x_on.shape == [9, 4] and y_on.numpy().tolist() == [0, 1, 2, 0, 0, 1, 1, 2, 2]
-    x_off, y_off = ClusterMemoryLoss(num_features=4, use_support=False).select_inputs(f, y, s, ys)
-    assert x_off.shape == [3, 4] and y_off.numpy().tolist() == [0, 1, 2]
 
 
 # ----------------------------------------------------------------------------- builder

@@ -368,7 +368,7 @@ def test_output_dir_that_cannot_be_created_is_reported_before_training(bad_data,
     blocker.write_text("not a directory")
     out = str(blocker / "sub")
     line = _error_line(run_tool("tools/train.py", _overrides(bad_data[0], out)))
-    assert f"output dir {out} (Global.output_dir) is not writable" in line
+    assert f"output dir (Global.output_dir) {out!r} is not writable" in line
 
 
 def _limit_file_size(limit: int):

@@ -12,7 +12,7 @@ from ppise.utils.cli import config_parser, run_tool  # noqa: E402
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = config_parser("ppise training (cluster contrast + ISE)").parse_args(argv)
-    from ppise.config import dump, get_config
+    from ppise.config import check_components, dump, get_config
     from ppise.utils.device import prepare_env
     from ppise.utils.logger import logger
 
@@ -24,6 +24,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ppise.utils.device import setup_device
 
     setup_device(cfg["Global"])
+    check_components(cfg, warn=logger.warning, training=True)  # every key, type and the objective, before any data is read
     dist.init_distributed()
     logger.info(f"config {args.config} resolved:\n{dump(cfg)}")
     ensure_dataset(cfg)

@@ -4,8 +4,8 @@ Same config schema, same output dict (``backbone``, ``neck``, ``features``, ``lo
 same state-dict keys (``backbone.*``, ``neck.*``, ``head.*``), so PaddleClas weights load
 strictly. Differences on purpose: components come from ppise's registries (with PaddleClas's
 backbone zoo as a fallback, never ``eval``), every config mistake is a ConfigError naming the
-key, weights are never downloaded, and a head flagged ``training_only`` (ISEHead, which needs
-labels, centroids and training progress) is attached but left for the training engine to call.
+key, and weights are never downloaded. (ISE's support generator is part of the training
+objective, ``ppise/loss/ise_support.py``, not a head.)
 """
 from __future__ import annotations
 
@@ -46,11 +46,6 @@ class RecModel(nn.Layer):
         self.infer_output_key = infer_output_key
         self.infer_add_softmax = bool(infer_add_softmax)
 
-    @property
-    def head_in_forward(self) -> bool:
-        """False for heads the engine calls itself (``training_only = True``, e.g. ISEHead)."""
-        return self.head is not None and not getattr(self.head, "training_only", False)
-
     def forward(self, x: paddle.Tensor, label: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
         out: Dict[str, paddle.Tensor] = {}
         x = self.backbone(x)
@@ -58,7 +53,7 @@ class RecModel(nn.Layer):
         if self.neck is not None:
             out["neck"] = self.neck(x)
         out["features"] = out["neck"] if self.neck is not None else x
-        if self.head_in_forward:
+        if self.head is not None:
             src = out["backbone"] if self.head_feature_from == "backbone" else out["features"]
             out["logits"] = self.head(src, label)
         return out
@@ -152,11 +147,7 @@ def _call(builder: Callable[..., Any], kind: str, name: str, kwargs: Dict[str, A
 def _build_from(registry: Registry, cfg: Any, where: str) -> nn.Layer:
     cfg = _check_component_cfg(cfg, where)
     name = cfg.pop("name")
-    try:
-        builder = registry.get(name, where=f"{where}.name")
-    except KeyError as err:
-        raise ConfigError(err.args[0]) from None
-    return _call(builder, registry.kind, name, cfg, where)
+    return _call(registry.get(name, where=f"{where}.name"), registry.kind, name, cfg, where)
 
 
 def _unknown_backbone(name: str, where: str) -> ConfigError:
@@ -238,7 +229,7 @@ def build_model(arch_cfg: Dict[str, Any], where: str = "Arch", skip_backbone_pre
     infer_key = arch_cfg.get("infer_output_key", "features")
     if infer_key not in OUTPUT_KEYS:
         raise ConfigError(f"{where}.infer_output_key must be one of {list(OUTPUT_KEYS)}, got {infer_key!r}")
-    if infer_key == "logits" and (head is None or getattr(head, "training_only", False)):
+    if infer_key == "logits" and head is None:
         raise ConfigError(f"{where}.infer_output_key is 'logits' but {where}.Head gives no logits in forward")
     add_softmax = arch_cfg.get("infer_add_softmax", False)
     if not isinstance(add_softmax, bool):

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.cluster import DBSCAN
 
+from ppise.config import CLUSTER_DEFAULTS
 from ppise.errors import ConfigError
 from ppise.cluster.diagnostics import cluster_diagnostics
 from ppise.cluster.features import check_features
@@ -96,7 +97,7 @@ def pseudo_labels(
     return PseudoLabels(labels=labels, centroids=centroids, stats=stats)
 
 
-_CONFIG_DEFAULTS = {"k1": 30, "k2": 6, "eps": 0.6, "min_samples": 4, "knn": "exact", "device": "cpu"}
+_CONFIG_DEFAULTS = {k: CLUSTER_DEFAULTS[k] for k in ("k1", "k2", "eps", "min_samples", "knn", "device")}
 
 
 def pseudo_labels_from_config(

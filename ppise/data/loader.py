@@ -37,10 +37,7 @@ _LOADER_KEYS = ("num_workers", "use_shared_memory")
 def _lookup(registry: Any, name: Any, where: str) -> Any:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where} must name a registered {registry.kind}; registered: {', '.join(registry.names())}")
-    try:
-        return registry.get(name, where=where)
-    except KeyError as err:
-        raise ConfigError(err.args[0]) from None
+    return registry.get(name, where=where)
 
 
 def build_dataset(section_cfg: Dict[str, Any], where: str, transform_ops: Optional[list] = None) -> Any:

@@ -66,11 +66,22 @@ class _PKSamplerBase(_EpochSampler):
         self.members: List[np.ndarray] = np.split(order, starts[1:]) if order.size else []
         self.num_valid = int(order.size)
         if len(self.pids) < self.num_ids_per_batch:
-            raise TrainingError(
-                f"only {len(self.pids)} clusters (pseudo identities, outliers excluded) were found but each batch needs "
-                f"P = {where}.batch_size / {k_key} = {self.batch_size} / {self.num_instances} = {self.num_ids_per_batch}; "
-                f"get more clusters (raise Cluster.eps, lower Cluster.min_samples or Cluster.k1) or lower "
-                f"{where}.batch_size / raise {where}.{k_key}")
+            self._fit_to_clusters(len(self.pids), k_key)
+
+    def _fit_to_clusters(self, num_ids: int, k_key: str) -> None:
+        """With fewer clusters than the P identities a batch needs, use fewer this epoch (and say so)."""
+        where, world, p = self.where, self.world_size, self.num_ids_per_batch
+        fitted = (num_ids // world) * world
+        knobs = (f"raise Cluster.eps, lower Cluster.min_samples or Cluster.k1, or lower {where}.batch_size / "
+                 f"raise {where}.{k_key}")
+        if fitted < max(2, world):
+            raise TrainingError(f"only {num_ids} clusters (pseudo identities, outliers excluded), too few to form a batch "
+                                f"of P = {where}.batch_size / {k_key} = {self.batch_size} / {self.num_instances} = {p} "
+                                f"identities on {world} rank(s); {knobs}")
+        logger.warning(f"{num_ids} clusters < P = {p} identities per batch; this epoch uses P = {fitted} "
+                       f"({fitted * self.num_instances} images per batch). To keep the batch: {knobs}")
+        self.num_ids_per_batch = fitted
+        self.batch_size = fitted * self.num_instances
 
     def _share(self, batch: np.ndarray) -> List[int]:
         per_rank = self.batch_size // self.world_size

@@ -407,10 +407,7 @@ def build_transforms(ops_cfg: Union[None, List[Dict[str, Any]], Compose], where:
         params = {} if params is None else params
         if not isinstance(params, dict):
             raise ConfigError(f"{here}.{name} parameters must be a mapping, got {params!r}")
-        try:
-            cls = TRANSFORMS.get(name, where=here)
-        except KeyError as err:
-            raise ConfigError(err.args[0]) from None
+        cls = TRANSFORMS.get(name, where=here)
         try:
             ops.append(cls(**params))
         except ConfigError as err:

@@ -1,6 +1,7 @@
-"""Assemble a Trainer (model, data, losses, optimizer, hooks) from a validated config."""
+"""Assemble a Trainer (model, objective, data, optimizer, relabel stage, hooks) from a validated config."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from typing import Any, Dict
@@ -9,7 +10,8 @@ from ..config import get, save as save_config
 from ..errors import ConfigError, TrainingError
 from ..utils import dist
 from ..utils.logger import get_logger, logger
-from .hooks import CheckpointHook, ClusterHook, EvalHook, LoggerHook, RankConsistencyHook
+from ..utils.fileio import atomic_write, ensure_writable_dir
+from .hooks import CheckpointHook, EvalHook, LoggerHook, RankConsistencyHook
 from .hooks.checkpoint import model_dir_of
 from .trainer import Trainer
 
@@ -31,15 +33,7 @@ def prepare_output_dir(cfg: Dict[str, Any]) -> str:
         for marker in used:
             os.remove(os.path.join(out, marker))
         shutil.rmtree(model_dir_of(cfg), ignore_errors=True)
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, f".write_test{dist.rank()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as err:
-        raise TrainingError(f"output dir {out} (Global.output_dir) is not writable: {err}") from err
-    return out
+    return ensure_writable_dir(out, "output dir (Global.output_dir)")
 
 
 def _trim_log(out_dir: str, last_epoch: int) -> None:
@@ -58,10 +52,8 @@ def _trim_log(out_dir: str, last_epoch: int) -> None:
                 keep.append(ln)
         except ValueError:
             continue  # a line torn by a crash
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8") as f:
         f.writelines(keep)
-    os.replace(tmp, path)
 
 
 def build_model_from_config(cfg: Dict[str, Any]):
@@ -95,15 +87,39 @@ def build_model_from_config(cfg: Dict[str, Any]):
     return model
 
 
+def _extract_loader(cfg: Dict[str, Any]):
+    """Un-augmented loader over the training images, for re-clustering (eval transforms by default)."""
+    from ..data import build_dataloader, build_dataset, build_sampler
+
+    ops = get(cfg, "Cluster.transform_ops", None) or get(cfg, "DataLoader.Eval.Query.dataset.transform_ops", None)
+    dataset = build_dataset(get(cfg, "DataLoader.Train"), "DataLoader.Train", transform_ops=ops)
+    batch = int(get(cfg, "Cluster.batch_size", None) or get(cfg, "DataLoader.Eval.Query.sampler.batch_size", 64))
+    sampler = build_sampler({"name": "BatchSampler", "batch_size": batch}, dataset.labels, dataset.cameras,
+                            where="Cluster", rank=dist.rank(), world_size=dist.world_size())
+    loader_cfg = get(cfg, "DataLoader.Eval.Query.loader", None) or get(cfg, "DataLoader.Train.loader", None)
+    return build_dataloader(dataset, sampler, loader_cfg)
+
+
+def _train_loader(cfg: Dict[str, Any], train_set, labels, epoch: int):
+    """The epoch's training loader: the configured sampler over ``labels`` (-1 never drawn)."""
+    from ..data import build_dataloader, build_sampler
+
+    sampler = build_sampler(get(cfg, "DataLoader.Train.sampler"), labels, train_set.cameras, where="DataLoader.Train.sampler",
+                            rank=dist.rank(), world_size=dist.world_size(), seed=int(cfg["Global"].get("seed") or 0))
+    sampler.set_epoch(epoch)
+    return build_dataloader(train_set, sampler, get(cfg, "DataLoader.Train.loader", None))
+
+
 def build_trainer(cfg: Dict[str, Any]) -> Trainer:
     import paddle
 
     from ..data import build_dataset
     from ..data.integrity import set_output_dir
-    from ..loss import build_losses
+    from ..loss import build_objective
     from ..optimizer import build_optimizer
-    from ..utils.checkpoint import load_resume_checkpoint
-    from ..utils.seed import seed_everything, set_rng_state
+    from ..utils.seed import seed_everything
+    from .evaluator import build_eval_loader, evaluate_model
+    from .relabel import Relabel
 
     glob = cfg["Global"]
     out_dir = prepare_output_dir(cfg)
@@ -114,39 +130,52 @@ def build_trainer(cfg: Dict[str, Any]) -> Trainer:
     seed_everything(int(glob.get("seed") or 0))
 
     model = build_model_from_config(cfg)
-
-    loss_cfg = get(cfg, "Loss.Train")
-    losses = build_losses(loss_cfg, where="Loss.Train")
-    if "ClusterMemoryLoss" not in losses:
-        raise ConfigError("Loss.Train must contain ClusterMemoryLoss (the cluster contrast memory) to train without labels")
+    objective = build_objective(get(cfg, "Loss.Train"), where="Loss.Train")
     train_set = build_dataset(get(cfg, "DataLoader.Train"), "DataLoader.Train")
     iters = int(get(cfg, "DataLoader.Train.sampler.iters_per_epoch", 0) or 0)
     if iters < 1:
         raise ConfigError("DataLoader.Train.sampler.iters_per_epoch must be a positive int (iterations per epoch)")
     optimizer, scheduler = build_optimizer(cfg["Optimizer"], model.parameters(), iters, int(glob["epochs"]))
     wrapped = paddle.DataParallel(model) if dist.world_size() > 1 else model
+    relabel = None
+    if objective.needs_clusters:
+        labels_dir = os.path.join(out_dir, "pseudo_labels") if cfg["Cluster"].get("save_labels") else None
+        relabel = Relabel(_extract_loader(cfg), cfg["Cluster"], labels_dir)
 
-    hooks = [ClusterHook(cfg), RankConsistencyHook(), CheckpointHook(cfg, model_dir_of(cfg)), LoggerHook(cfg)]
+    evaluator = None
     if glob["eval_during_train"]:
-        hooks.append(EvalHook(cfg))
-    trainer = Trainer(cfg, wrapped, optimizer, scheduler, losses, train_set, hooks, iters)
-
+        loaders = {split: build_eval_loader(cfg, split) for split in ("Query", "Gallery")}
+        evaluator = EvalHook(functools.partial(evaluate_model, cfg=cfg, loaders=loaders), glob["eval_interval"])
+    hooks = [
+        # First after an epoch: evaluation and checkpoints must see the ranks' averaged, checked model.
+        RankConsistencyHook(),
+        # Before the checkpointer, which keeps best_model from this epoch's metrics.
+        *([evaluator] if evaluator else []),
+        # Before the checkpointer: a crash between the two leaves a log line newer than `latest`,
+        # which resume trims and redoes, instead of a checkpointed epoch missing from train_log.jsonl.
+        LoggerHook(out_dir, glob["print_batch_step"], glob["use_visualdl"]),
+        # Last: it saves the state (and the best/final record) every hook above produced this epoch.
+        CheckpointHook(model_dir_of(cfg), glob["save_interval"],
+                       metrics_of=evaluator.metrics_of if evaluator else (lambda epoch: None),
+                       metrics_path=os.path.join(out_dir, "eval_metrics.json")),
+    ]
+    trainer = Trainer(wrapped, optimizer, scheduler, objective, train_set, relabel,
+                      functools.partial(_train_loader, cfg, train_set), hooks, int(glob["epochs"]), iters)
     if glob.get("checkpoints"):
-        used, (model_state, opt_state, states) = load_resume_checkpoint(glob["checkpoints"], warn=logger.warning)
-        missing = model.set_state_dict(model_state)
-        if opt_state is not None:
-            optimizer.set_state_dict(opt_state)
-        trainer.start_epoch = int(states.get("epoch", 0)) + 1
-        done = trainer.start_epoch - 1
-        trainer.global_iter = int(states.get("global_iter", done * iters))
-        if trainer.global_iter != done * iters:  # iters_per_epoch changed: progress t/T must stay in [0, 1]
-            logger.warning(f"{used} holds {done} epochs in {trainer.global_iter} steps, but DataLoader.Train.sampler."
-                           f"iters_per_epoch is now {iters}: the ISE schedule continues from step {done * iters}")
-            trainer.global_iter = done * iters
-        trainer.best_metric = states.get("best_metric", trainer.best_metric)
-        if states.get("memory") is not None:
-            trainer.memory.set_memory_state(states["memory"])
-        set_rng_state(states.get("rng"))
-        _trim_log(out_dir, trainer.start_epoch - 1)
-        logger.info(f"resumed from {used}: epoch {trainer.start_epoch - 1} done, global step {trainer.global_iter} {missing or ''}")
+        resume(trainer, glob["checkpoints"], out_dir)
     return trainer
+
+
+def resume(trainer: Trainer, path: str, out_dir: str) -> None:
+    """Restore ``trainer`` from a checkpoint set (or the newest complete one beside it)."""
+    from ..utils.checkpoint import load_resume_checkpoint
+
+    used, (model_state, opt_state, states) = load_resume_checkpoint(path, warn=logger.warning)
+    trainer.load_state_dict({"model": model_state, "optimizer": opt_state, "training": states})
+    done, iters = trainer.start_epoch - 1, trainer.iters_per_epoch
+    if trainer.global_iter != done * iters:  # iters_per_epoch changed: progress t/T must stay in [0, 1]
+        logger.warning(f"{used} holds {done} epochs in {trainer.global_iter} steps, but DataLoader.Train.sampler."
+                       f"iters_per_epoch is now {iters}: the ISE schedule continues from step {done * iters}")
+        trainer.global_iter = done * iters
+    _trim_log(out_dir, done)
+    logger.info(f"resumed from {used}: epoch {done} done, global step {trainer.global_iter}")

@@ -1,49 +1,88 @@
-"""The training loop: short on purpose; clustering, evaluation, logging and checkpoints are hooks.
+"""The training loop. One epoch, top to bottom (DESIGN.md section 2, docs/design.md):
 
-One iteration (DESIGN.md section 2): a P x K batch of pseudo identities -> features f ->
-ISE supports s (when the model carries an ISEHead) -> w_cc * ClusterMemory([f; s]) +
-LP(f, s) -> backward -> optimizer step -> lr step -> memory momentum update.
+    labels, centroids = relabel(model)        # extract -> pseudo labels (rank 0) -> broadcast
+    objective.reset(centroids)                # a fresh cluster memory
+    loader = make_loader(labels, epoch)       # P x K batches of pseudo identities
+    for batch in loader: run_step(batch)      # losses -> sum -> backward -> step -> objective.update
+    hooks: evaluate, log, checkpoint
+
+A run without clustering (``objective.needs_clusters`` False) trains on the dataset's own
+identities (as classes 0..C-1). The trainer names no loss: the objective owns that side.
 """
 from __future__ import annotations
 
 import math
+import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
 from ..errors import TrainingError
 from ..utils import dist
-from .hooks.base import Hook
+from ..utils.logger import logger
+
+
+class Hook:
+    """Extra training behaviour; the builder lists hooks in the order they run at every event."""
+
+    def before_train(self, trainer: "Trainer") -> None:
+        pass
+
+    def before_epoch(self, trainer: "Trainer") -> None:
+        pass
+
+    def after_iter(self, trainer: "Trainer") -> None:
+        pass
+
+    def after_epoch(self, trainer: "Trainer") -> None:
+        pass
+
+    def after_train(self, trainer: "Trainer") -> None:
+        pass
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Hook state a resume needs (merged into the checkpoint's ``.pdstates``)."""
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        pass
 
 
 class Trainer:
-    """Holds the training state that hooks read and write."""
+    """Holds the training state that hooks read.
 
-    def __init__(self, cfg: Dict[str, Any], model, optimizer, scheduler, losses: Dict[str, Any], train_set, hooks: List[Hook], iters_per_epoch: int) -> None:
-        self.cfg = cfg
-        self.model = model  # may be paddle.DataParallel
+    Args:
+        model: the network (possibly ``paddle.DataParallel``); ``net`` is the bare layer.
+        objective: a ``ppise.loss.Objective``.
+        train_set: the training dataset (``labels`` are its true ids, ``images`` its files).
+        relabel: ``relabel(net, epoch) -> (labels, centroids, stats)``; only called when the
+            objective needs clusters.
+        make_loader: ``make_loader(labels, epoch) -> iterable of (images, _, _, indices)``.
+        hooks: in execution order.
+    """
+
+    def __init__(self, model, optimizer, scheduler, objective, train_set, relabel: Optional[Callable],
+                 make_loader: Callable, hooks: List[Hook], epochs: int, iters_per_epoch: int) -> None:
+        self.model = model
         self.net = getattr(model, "_layers", model)
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.memory = losses["ClusterMemoryLoss"]
-        self.lp_loss = losses.get("LabelPreservingLoss")
-        head = getattr(self.net, "head", None)
-        self.ise_head = head if getattr(head, "training_only", False) else None
+        self.objective = objective
         self.train_set = train_set
-        self.hooks = sorted(hooks, key=lambda h: h.priority)
-        self.epochs = int(cfg["Global"]["epochs"])
-        self.iters_per_epoch = iters_per_epoch
-        self.total_iters = self.epochs * iters_per_epoch
+        self.relabel = relabel
+        self.make_loader = make_loader
+        self.hooks = list(hooks)
+        self.epochs = int(epochs)
+        self.iters_per_epoch = int(iters_per_epoch)
+        self.total_iters = self.epochs * self.iters_per_epoch
         self.start_epoch = 1
         self.epoch = 0
         self.inner_iter = 0
         self.global_iter = 0
-        self.train_loader = None
-        self.pseudo_labels: Optional[np.ndarray] = None
-        self.epoch_record: Dict[str, Any] = {}
+        self.labels: Optional[np.ndarray] = None
+        self.epoch_record: Dict[str, Any] = {}  # this epoch's figures, for logging only
         self.iter_record: Dict[str, float] = {}
-        self.best_metric: Dict[str, Any] = {"mAP": -1.0, "epoch": 0}
         self.stop_requested = False
 
     def call(self, event: str) -> None:
@@ -51,13 +90,25 @@ class Trainer:
             getattr(hook, event)(self)
 
     def train(self) -> None:
+        if self.start_epoch > self.epochs:
+            logger.info(f"nothing to do: all {self.epochs} epochs (Global.epochs) are already trained; "
+                        f"raise Global.epochs to train longer")
+            return
         self.call("before_train")
         for self.epoch in range(self.start_epoch, self.epochs + 1):
             self.epoch_record = {"epoch": self.epoch}
+            if self.objective.needs_clusters:
+                labels, centroids, stats = self.relabel(self.net, self.epoch)
+                self.epoch_record.update(stats)
+            else:
+                labels, centroids = identity_classes(self.train_set.labels), None
+            self.objective.reset(centroids)
+            self.labels = labels
+            loader = self.make_loader(labels, self.epoch)
             self.call("before_epoch")
             self.model.train()
             start = time.time()
-            for self.inner_iter, batch in enumerate(self.train_loader):
+            for self.inner_iter, batch in enumerate(loader):
                 self.run_step(batch)
                 self.global_iter += 1
                 self.call("after_iter")
@@ -68,24 +119,15 @@ class Trainer:
         self.call("after_train")
 
     def progress(self) -> float:
+        """t / T of the whole run, in [0, 1]."""
         return min(1.0, self.global_iter / max(1, self.total_iters))
 
     def run_step(self, batch) -> None:
         import paddle
 
         images, _, _, idx = batch
-        labels = paddle.to_tensor(self.pseudo_labels[np.asarray(idx).reshape(-1)], dtype="int64")
-        feats = self.model(images)["features"]
-        inputs, targets = feats, labels
-        losses: Dict[str, Any] = {}
-        supports = support_labels = None
-        if self.ise_head is not None:
-            supports, support_labels, alpha = self.ise_head(feats, labels, self.memory.memory, (self.global_iter, self.total_iters))
-            self.iter_record["alpha"] = float(alpha)
-            inputs, targets = self.memory.select_inputs(feats, labels, supports, support_labels)
-        losses["loss_cc"] = self.memory(inputs, targets) * self.memory.weight
-        if self.lp_loss is not None and supports is not None:
-            losses["loss_lp"] = self.lp_loss(feats, supports, labels, support_labels) * self.lp_loss.weight
+        labels = paddle.to_tensor(self.labels[np.asarray(idx).reshape(-1)], dtype="int64")
+        losses = self.objective.losses(self.model(images), labels, self.progress())
         loss = paddle.add_n(list(losses.values()))
         value = float(loss)
         if not math.isfinite(value):
@@ -99,32 +141,54 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
-        with paddle.no_grad():
-            mem_x, mem_y = inputs.detach(), targets
-            if dist.world_size() > 1:
-                mem_x, mem_y = _gather(mem_x), _gather(mem_y)
-            self.memory.update(mem_x, mem_y)
-        self.iter_record.update({k: float(v) for k, v in losses.items()})
+        self.objective.update()
+        self.iter_record = {k: float(v) for k, v in losses.items()}
+        self.iter_record.update(self.objective.metrics)
         self.iter_record["loss"] = value
         self.iter_record["lr"] = float(self.optimizer.get_lr())
         self.iter_record["batch_size"] = int(images.shape[0]) * dist.world_size()
 
+    # ------------------------------------------------------------------ save / resume
+    def state_dict(self) -> Dict[str, Any]:
+        """All training state: ``model`` (.pdparams), ``optimizer`` (.pdopt, with the lr
+        schedule) and ``training`` (.pdstates: epoch, step, objective, hooks, RNG)."""
+        from ..utils.seed import rng_state
+
+        training: Dict[str, Any] = {"epoch": self.epoch, "global_iter": self.global_iter, "rng": rng_state()}
+        training.update(self.objective.state_dict())
+        for hook in self.hooks:
+            training.update(hook.state_dict())
+        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "training": training}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; training continues with the epoch after ``epoch``."""
+        from ..utils.seed import set_rng_state
+
+        training = state.get("training") or {}
+        self.net.set_state_dict(state["model"])
+        if state.get("optimizer") is not None:
+            self.optimizer.set_state_dict(state["optimizer"])
+        self.epoch = int(training.get("epoch", 0))
+        self.start_epoch = self.epoch + 1
+        self.global_iter = int(training.get("global_iter", self.epoch * self.iters_per_epoch))
+        self.objective.set_state_dict(training)
+        for hook in self.hooks:
+            hook.load_state_dict(training)
+        set_rng_state(training.get("rng"))
+
+
+def identity_classes(ids) -> np.ndarray:
+    """True person ids -> classes 0..C-1 in id order; negative (junk) ids stay -1, never drawn."""
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    classes = np.full(ids.shape, -1, dtype=np.int64)
+    keep = ids >= 0
+    classes[keep] = np.unique(ids[keep], return_inverse=True)[1]
+    return classes
+
 
 def _first_names(dataset, idx, count: int = 3) -> str:
     """File names of the first images of a batch, so a bad batch can be looked at."""
-    import os
-
     images = getattr(dataset, "images", None)
     if not images:
         return "no file names"
     return ", ".join(os.path.basename(images[int(i)]) for i in np.asarray(idx).reshape(-1)[:count]) + ", ..."
-
-
-def _gather(tensor):
-    """Concatenate a tensor from every rank in rank order (same shape on all ranks)."""
-    import paddle
-    import paddle.distributed as pdist
-
-    parts: list = []
-    pdist.all_gather(parts, tensor)
-    return paddle.concat(parts, axis=0)

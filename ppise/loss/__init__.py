@@ -1,7 +1,11 @@
-"""Losses; importing this package registers them in ``ppise.registry.LOSSES``."""
+"""Losses and training objectives; importing this package registers them
+(``ppise.registry.LOSSES`` / ``OBJECTIVES``)."""
 from .builder import build_losses
 from .cluster_memory import ClusterMemoryLoss
+from .ise_support import ISESupport, pli_alpha
 from .label_preserving import LabelPreservingLoss
+from .objective import ClusterContrastObjective, Objective, build_objective
 from .paddleclas_compat import CELoss, SupConLoss
 
-__all__ = ["build_losses", "ClusterMemoryLoss", "LabelPreservingLoss", "CELoss", "SupConLoss"]
+__all__ = ["build_losses", "build_objective", "Objective", "ClusterContrastObjective", "ClusterMemoryLoss",
+           "ISESupport", "pli_alpha", "LabelPreservingLoss", "CELoss", "SupConLoss"]

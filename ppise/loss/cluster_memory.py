@@ -1,4 +1,4 @@
-"""Cluster memory loss (cluster contrast, Dai et al. 2021) with the ISE support option.
+"""Cluster memory loss (cluster contrast, Dai et al. 2021).
 
 One unit vector per pseudo identity (the "memory", reset from the centroids at every
 re-clustering) serves as the classifier: logits = normalise(x) . M^T / tau and the loss is
@@ -12,20 +12,18 @@ towards the batch by momentum (``update``):
 * ``hard``: only the x of y least similar to M[y] (the hardest instance):
   M[y] <- m M[y] + (1 - m) x_hard, renormalise.
 
-``use_support`` follows the official ISE trainer (``ClusterContrastTrainerSupport``):
-when True, the support samples are concatenated to the instances *both* in the
-contrastive loss and in the memory update (the official update runs inside the memory's
-backward on the same concatenated inputs, so a support can be the "hardest" sample of its
-cluster). When False, only instances enter either; supports then feed only the LP loss.
-:meth:`select_inputs` applies that rule so engines need not repeat it.
+With ISE (``ppise.loss.objective.ClusterContrastObjective``) the support samples join the
+instances both in this loss and in the update, as in the official ``ClusterContrastTrainerSupport``
+(its update runs inside the memory's backward on the same concatenated inputs, so a support
+can be the "hardest" sample of its cluster).
 
 The official update runs in backward, before ``optimizer.step``, on the forward-time
-features; ppise's engine calls :meth:`update` after the step with the same detached
+features; ppise's objective calls :meth:`update` after the step with the same detached
 features, which gives the same memory.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional, Union
 
 import numpy as np
 import paddle
@@ -57,7 +55,6 @@ class ClusterMemoryLoss(nn.Layer):
         temperature: tau of the softmax (0.05 in cluster contrast and ISE).
         momentum: m of the memory update (ISE: 0.2 Market-1501, 0.1 MSMT17).
         update: ``hard`` or ``mean`` (see module docstring).
-        use_support: whether ISE supports join instances in the loss and the update.
         weight: factor the engine applies to this loss (``forward`` returns it unweighted).
     """
 
@@ -67,7 +64,6 @@ class ClusterMemoryLoss(nn.Layer):
         temperature: float = 0.05,
         momentum: float = 0.2,
         update: str = "hard",
-        use_support: bool = True,
         weight: float = 1.0,
     ) -> None:
         super().__init__()
@@ -79,15 +75,12 @@ class ClusterMemoryLoss(nn.Layer):
             raise ConfigError(f"ClusterMemoryLoss: momentum must lie in [0, 1), got {momentum!r}")
         if update not in _UPDATES:
             raise ConfigError(f"ClusterMemoryLoss: update must be one of {_UPDATES}, got {update!r}")
-        if not isinstance(use_support, bool):
-            raise ConfigError(f"ClusterMemoryLoss: use_support must be true or false, got {use_support!r}")
         if not isinstance(weight, (int, float)) or isinstance(weight, bool):
             raise ConfigError(f"ClusterMemoryLoss: weight must be a number, got {weight!r}")
         self.num_features = num_features
         self.temperature = float(temperature)
         self.momentum = float(momentum)
         self.update_mode = update
-        self.use_support = use_support
         self.weight = float(weight)
         # Not persistable: C changes every epoch, so it travels through memory_state().
         self.register_buffer("memory", paddle.zeros([0, num_features], dtype="float32"), persistable=False)
@@ -130,24 +123,6 @@ class ClusterMemoryLoss(nn.Layer):
         self._set(self._check_memory(_to_numpy(arr), "set_memory_state"))
 
     # ---------------------------------------------------------------- loss
-    def select_inputs(
-        self,
-        features: paddle.Tensor,
-        labels: paddle.Tensor,
-        supports: Optional[paddle.Tensor] = None,
-        support_labels: Optional[paddle.Tensor] = None,
-    ) -> Tuple[paddle.Tensor, paddle.Tensor]:
-        """``([f; s], [y; y_s])`` when ``use_support`` and supports exist, else ``(f, y)``."""
-        labels = labels.reshape([-1]).astype("int64")
-        if not self.use_support or supports is None:
-            return features, labels
-        if support_labels is None:
-            raise ValueError("select_inputs: supports given without support_labels")
-        return (
-            paddle.concat([features, supports.astype(features.dtype)], axis=0),
-            paddle.concat([labels, support_labels.reshape([-1]).astype("int64")], axis=0),
-        )
-
     def _labels(self, labels: paddle.Tensor, n: int) -> paddle.Tensor:
         if self.num_clusters == 0:
             raise TrainingError("ClusterMemoryLoss: memory is empty; call reset(centroids) after clustering")
@@ -161,12 +136,18 @@ class ClusterMemoryLoss(nn.Layer):
             )
         return labels
 
-    def forward(self, inputs: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
-        """Unweighted cross-entropy of normalise(inputs) . M^T / tau against ``labels``."""
-        labels = self._labels(labels, int(inputs.shape[0]))
+    def similarity(self, inputs: paddle.Tensor) -> paddle.Tensor:
+        """normalise(inputs) . M^T: [N, C] cosines to every cluster (differentiable in inputs)."""
         x = F.normalize(inputs, p=2, axis=1)
-        logits = paddle.matmul(x, self.memory.astype(x.dtype), transpose_y=True) / self.temperature
-        return F.cross_entropy(logits, labels, reduction="mean")
+        return paddle.matmul(x, self.memory.astype(x.dtype), transpose_y=True)
+
+    def forward(self, inputs: paddle.Tensor, labels: paddle.Tensor,
+                similarity: Optional[paddle.Tensor] = None) -> paddle.Tensor:
+        """Unweighted cross-entropy of normalise(inputs) . M^T / tau against ``labels``;
+        ``similarity`` = :meth:`similarity` of ``inputs`` when the caller already has it."""
+        labels = self._labels(labels, int(inputs.shape[0]))
+        sim = self.similarity(inputs) if similarity is None else similarity
+        return F.cross_entropy(sim / self.temperature, labels, reduction="mean")
 
     # ---------------------------------------------------------------- update
     @paddle.no_grad()
@@ -211,6 +192,6 @@ class ClusterMemoryLoss(nn.Layer):
     def extra_repr(self) -> str:
         return (
             f"clusters={self.num_clusters}, num_features={self.num_features}, temperature={self.temperature}, "
-            f"momentum={self.momentum}, update={self.update_mode}, use_support={self.use_support}, "
+            f"momentum={self.momentum}, update={self.update_mode}, "
             f"weight={self.weight}"
         )

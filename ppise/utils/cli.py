@@ -20,19 +20,34 @@ def config_parser(description: str) -> argparse.ArgumentParser:
 
 
 def run_tool(main: Callable[[Optional[List[str]]], int]) -> None:
-    """Run ``main``; a user-caused error prints one clear line (no traceback) and exits 2."""
+    """Run ``main``; a user-caused error prints one clear line (no traceback) and exits 2.
+
+    Whatever ends the run is also the last entry of ``train.log`` (when one is open): the
+    message, or the traceback of an unexpected error.
+    """
+    import logging
+    import traceback
+
+    from .logger import log_to_file
+
+    def end(message: str, code: int) -> None:
+        print(f"ppise: {message}", file=sys.stderr)
+        log_to_file(logging.ERROR, f"run ended: {message}")
+        sys.exit(code)
+
     try:
         code = main(None)
     except PpiseError as err:
-        print(f"ppise: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        end(f"error: {err}", 2)
     except OSError as err:
         if err.errno not in _DISK_ERRORS:
+            log_to_file(logging.ERROR, f"run ended by an unexpected error:\n{traceback.format_exc()}")
             raise
-        print(f"ppise: error: cannot write {err.filename or 'a file'}: {err.strerror} (disk full, quota or file size "
-              f"limit); checkpoints already written are intact", file=sys.stderr)
-        sys.exit(2)
+        end(f"error: cannot write {err.filename or 'a file'}: {err.strerror} (disk full, quota or file size "
+            f"limit); checkpoints already written are intact", 2)
     except KeyboardInterrupt:
-        print("ppise: interrupted; checkpoints already written are intact", file=sys.stderr)
-        sys.exit(130)
+        end("interrupted; checkpoints already written are intact", 130)
+    except Exception:
+        log_to_file(logging.ERROR, f"run ended by an unexpected error:\n{traceback.format_exc()}")
+        raise
     sys.exit(code or 0)

@@ -32,3 +32,13 @@ def get_logger(log_file: Optional[str] = None) -> logging.Logger:
 
 
 logger = get_logger()
+
+
+def log_to_file(level: int, message: str) -> None:
+    """Write ``message`` to the log files only (``train.log``), not the console: for what ends a
+    run, which the tool already prints to stderr."""
+    log = logging.getLogger(_LOGGER_NAME)
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

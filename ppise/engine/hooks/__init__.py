@@ -1,9 +1,8 @@
-"""Training hooks (registered in ``ppise.registry.HOOKS``)."""
-from .base import Hook
+"""Training hooks; the builder lists them in execution order (``ppise/engine/builder.py``)."""
+from ..trainer import Hook
 from .checkpoint import CheckpointHook
-from .cluster import ClusterHook
 from .consistency import RankConsistencyHook
 from .evaluation import EvalHook
 from .logger import LoggerHook
 
-__all__ = ["Hook", "ClusterHook", "EvalHook", "CheckpointHook", "LoggerHook", "RankConsistencyHook"]
+__all__ = ["Hook", "EvalHook", "CheckpointHook", "LoggerHook", "RankConsistencyHook"]

@@ -14,10 +14,9 @@ import hashlib
 import numpy as np
 
 from ...errors import TrainingError
-from ...registry import HOOKS
 from ...utils import dist
 from ...utils.logger import logger
-from .base import Hook
+from ..trainer import Hook
 
 
 def average_buffers(model) -> None:
@@ -38,19 +37,18 @@ def average_buffers(model) -> None:
 
 
 def state_digest(trainer) -> dict:
-    """SHA-1 of the model's parameters/buffers and of the cluster memory, bit for bit."""
+    """SHA-1 of the model's parameters/buffers and of the objective's state (the cluster memory), bit for bit."""
     weights = hashlib.sha1()
     for name, tensor in sorted(trainer.net.state_dict().items()):
         weights.update(name.encode())
         weights.update(np.ascontiguousarray(tensor.numpy()).tobytes())
-    memory = hashlib.sha1(np.ascontiguousarray(trainer.memory.memory_state()).tobytes())
+    memory = hashlib.sha1()
+    for _, value in sorted(trainer.objective.state_dict().items()):
+        memory.update(np.ascontiguousarray(value).tobytes())
     return {"weights": weights.hexdigest(), "memory": memory.hexdigest()}
 
 
-@HOOKS.register
 class RankConsistencyHook(Hook):
-    priority = 20  # before evaluation and checkpoints: both must see the synchronised model
-
     def after_epoch(self, trainer) -> None:
         if dist.world_size() == 1:
             return

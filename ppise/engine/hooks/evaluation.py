@@ -1,34 +1,30 @@
-"""EvalHook: evaluate every ``Global.eval_interval`` epochs and track the best mAP."""
+"""EvalHook: evaluate every ``period`` epochs and at the last one."""
 from __future__ import annotations
 
 import math
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
-from ...registry import HOOKS
 from ...utils.logger import logger
-from ..evaluator import build_eval_loader, evaluate_model, format_table
-from .base import Hook
+from ..evaluator import format_table
+from ..trainer import Hook
 
 
-@HOOKS.register
 class EvalHook(Hook):
-    priority = 30
+    """``evaluate(net) -> metrics``; ``metrics_of(epoch)`` gives them to whoever needs them."""
 
-    def __init__(self, cfg: Dict[str, Any]) -> None:
-        self.cfg = cfg
-        self.loaders = None
+    def __init__(self, evaluate: Callable[[Any], Dict[str, Any]], period: int) -> None:
+        self.evaluate = evaluate
+        self.period = int(period)
+        self.last: Optional[Dict[str, Any]] = None
 
-    def before_train(self, trainer) -> None:
-        self.loaders = {split: build_eval_loader(self.cfg, split) for split in ("Query", "Gallery")}
+    def metrics_of(self, epoch: int) -> Optional[Dict[str, Any]]:
+        """This epoch's metrics, or None when it was not evaluated."""
+        return self.last if self.last is not None and self.last["epoch"] == epoch else None
 
     def after_epoch(self, trainer) -> None:
-        glob = self.cfg["Global"]
-        last = trainer.epoch == trainer.epochs
-        if not glob["eval_during_train"] or (trainer.epoch % glob["eval_interval"] != 0 and not last):
+        if trainer.epoch % self.period != 0 and trainer.epoch != trainer.epochs:
             return
-        metrics = evaluate_model(trainer.net, self.cfg, loaders=self.loaders)
+        metrics = self.evaluate(trainer.net)
+        self.last = dict(metrics, epoch=trainer.epoch)
         trainer.epoch_record.update({k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)})
-        if metrics["mAP"] > trainer.best_metric["mAP"]:
-            trainer.best_metric = {"mAP": metrics["mAP"], "epoch": trainer.epoch, "rank1": metrics.get("rank1")}
-            trainer.epoch_record["is_best"] = True
-        logger.info(f"epoch {trainer.epoch} eval\n{format_table(metrics)}\nbest mAP {100 * trainer.best_metric['mAP']:.2f} at epoch {trainer.best_metric['epoch']}")
+        logger.info(f"epoch {trainer.epoch} eval\n{format_table(metrics)}")

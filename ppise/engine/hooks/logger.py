@@ -6,24 +6,20 @@ import os
 import time
 from typing import Any, Dict
 
-from ...registry import HOOKS
 from ...utils import dist
 from ...utils.logger import logger
-from .base import Hook
+from ..trainer import Hook
 
 EPOCH_KEYS = ("loss", "loss_cc", "loss_lp", "alpha", "lr")
 
 
-@HOOKS.register
 class LoggerHook(Hook):
-    """Runs last, so the epoch record already holds clustering and evaluation results."""
+    """Progress every ``every`` iterations; one ``train_log.jsonl`` line per epoch in ``out_dir``."""
 
-    priority = 90
-
-    def __init__(self, cfg: Dict[str, Any]) -> None:
-        self.cfg = cfg
-        self.out_dir = cfg["Global"]["output_dir"]
-        self.every = int(cfg["Global"]["print_batch_step"])
+    def __init__(self, out_dir: str, every: int, use_visualdl: bool = False) -> None:
+        self.out_dir = out_dir
+        self.every = int(every)
+        self.use_visualdl = bool(use_visualdl)
         self.vdl = None
         self.sums: Dict[str, float] = {}
         self.count = 0
@@ -34,7 +30,7 @@ class LoggerHook(Hook):
 
     def before_train(self, trainer) -> None:
         self.train_start = time.time()
-        if self.cfg["Global"]["use_visualdl"] and dist.is_main():
+        if self.use_visualdl and dist.is_main():
             from visualdl import LogWriter
 
             self.vdl = LogWriter(logdir=os.path.join(self.out_dir, "vdl"))
@@ -74,8 +70,9 @@ class LoggerHook(Hook):
             record[key] = total / max(1, self.count)
         if "lr" in trainer.iter_record:
             record["lr"] = trainer.iter_record["lr"]
+        if "batch_size" in trainer.iter_record:  # the sampler may use fewer identities than asked (few clusters)
+            record["batch_size"] = trainer.iter_record["batch_size"]
         record["images_per_second"] = self.images / max(record.get("train_seconds", 0.0), 1e-9)
-        record.pop("is_best", None)
         if not dist.is_main():
             return
         os.makedirs(self.out_dir, exist_ok=True)

@@ -1,10 +1,10 @@
-"""ISEHead: implicit sample extension by progressive linear interpolation (PLI).
+"""ISESupport: implicit sample extension by progressive linear interpolation (PLI).
 
 ISE (Zhang et al., CVPR 2022) pushes each instance towards its nearest *other* clusters
 to create "support samples" that live on the cluster boundary. They keep the label of
 the instance they come from, so the cluster memory and the label-preserving loss learn
-from the boundary region that DBSCAN leaves ambiguous. The head has no parameters and
-is used only while training (``training_only``): export and evaluation skip it.
+from the boundary region that DBSCAN leaves ambiguous. It has no parameters and is part
+of the training objective (``Loss.Train: - ISESupport``), never of the model.
 
 Formula (DESIGN.md section 3), with f the L2-normalised model feature and M the cluster
 memory (unit rows)::
@@ -20,18 +20,18 @@ training features (``norm=True``), which is why ``features`` is normalised here 
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ppise.errors import ConfigError, TrainingError
-from ppise.registry import HEADS
+from ppise.registry import LOSSES
 
 Progress = Union[float, Sequence[int]]
 
-__all__ = ["ISEHead", "pli_alpha"]
+__all__ = ["ISESupport", "pli_alpha"]
 
 
 def _progress_fraction(progress: Progress) -> float:
@@ -55,9 +55,9 @@ def pli_alpha(progress: Progress, base_lambda: float) -> float:
     return 0.25 * base_lambda * math.log1p((math.e - 1.0) * _progress_fraction(progress))
 
 
-@HEADS.register
-class ISEHead(nn.Layer):
-    """Support-sample generator (PLI). No parameters; training only.
+@LOSSES.register
+class ISESupport(nn.Layer):
+    """Support-sample generator (PLI). No parameters.
 
     Args:
         topk: K, the number of nearest other clusters each instance is pushed towards
@@ -67,14 +67,12 @@ class ISEHead(nn.Layer):
             training scripts).
     """
 
-    training_only = True
-
     def __init__(self, topk: int = 1, base_lambda: float = 1.0) -> None:
         super().__init__()
         if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
-            raise ConfigError(f"ISEHead: topk must be an int >= 1, got {topk!r}")
+            raise ConfigError(f"ISESupport: topk must be an int >= 1, got {topk!r}")
         if isinstance(base_lambda, bool) or not isinstance(base_lambda, (int, float)) or base_lambda < 0:
-            raise ConfigError(f"ISEHead: base_lambda must be a number >= 0, got {base_lambda!r}")
+            raise ConfigError(f"ISESupport: base_lambda must be a number >= 0, got {base_lambda!r}")
         self.topk = int(topk)
         self.base_lambda = float(base_lambda)
 
@@ -87,29 +85,32 @@ class ISEHead(nn.Layer):
         labels: paddle.Tensor,
         centroids: paddle.Tensor,
         progress: Progress,
+        similarity: Optional[paddle.Tensor] = None,
     ) -> Tuple[paddle.Tensor, paddle.Tensor, float]:
         """Return ``(supports [B*K, D] unit rows, support_labels [B*K], alpha_t)``, sample-major.
 
         Gradients reach ``features`` through the supports; ``centroids`` are treated as
-        constants (they are the momentum memory, not a learned weight).
+        constants (they are the momentum memory, not a learned weight). ``similarity``
+        ([B, C], normalise(features) . centroids^T) may be passed when the caller already
+        computed it (the memory loss does): the nearest-cluster search then reuses it.
         """
         if features.ndim != 2 or centroids.ndim != 2 or features.shape[1] != centroids.shape[1]:
             raise ValueError(
-                f"ISEHead: features [B, D] and centroids [C, D] expected, got "
+                f"ISESupport: features [B, D] and centroids [C, D] expected, got "
                 f"{list(features.shape)} and {list(centroids.shape)}"
             )
         num_clusters = int(centroids.shape[0])
         k = self.topk
         if k >= num_clusters:
             raise TrainingError(
-                f"ISEHead: Arch.Head.topk={k} needs more than {k} clusters, but clustering gave "
+                f"ISESupport: Loss.Train ISESupport.topk={k} needs more than {k} clusters, but clustering gave "
                 f"{num_clusters}; lower topk or relax Cluster.eps"
             )
         labels = labels.reshape([-1]).astype("int64")
         lab_min, lab_max = int(labels.min()), int(labels.max())
         if lab_min < 0 or lab_max >= num_clusters:
             raise TrainingError(
-                f"ISEHead: pseudo labels must lie in [0, {num_clusters}), got [{lab_min}, {lab_max}] "
+                f"ISESupport: pseudo labels must lie in [0, {num_clusters}), got [{lab_min}, {lab_max}] "
                 f"(outliers -1 must be dropped before training)"
             )
         alpha = self.alpha(progress)
@@ -118,7 +119,7 @@ class ISEHead(nn.Layer):
         batch, dim = feats.shape
 
         with paddle.no_grad():
-            sim = paddle.matmul(feats.detach(), memory, transpose_y=True)  # [B, C]
+            sim = paddle.matmul(feats.detach(), memory, transpose_y=True) if similarity is None else similarity.detach()
             own = F.one_hot(labels, num_clusters).astype("bool")
             sim = paddle.where(own, paddle.full_like(sim, float("-inf")), sim)
             _, nearest = paddle.topk(sim, k=k, axis=1)  # [B, K], most similar first
