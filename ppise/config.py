@@ -77,7 +77,7 @@ CHOICES = {
     "Global.eval_protocol": ("market", "paddleclas"),
     "Global.export_format": ("pir", "legacy"),
     "Global.eval_mode": ("retrieval",),
-    "Cluster.knn": ("exact", "ivf", "hnsw"),
+    "Cluster.knn": ("exact", "ivf"),
     "Cluster.device": ("cpu", "gpu"),
     "Cluster.gemm": ("auto", "numpy", "paddle"),
     "AMP.level": ("O1", "O2"),
