@@ -1,5 +1,4 @@
 """tools/convert_weights.py: torchvision / PaddleClas ResNet-50 -> ResNet50_last_stage_stride1 .pdparams."""
-import os
 
 import numpy as np
 import paddle
@@ -10,7 +9,6 @@ from ppise.errors import ConfigError
 from ppise.utils.weights import convert_resnet50, convert_resnet50_file, read_state_dict
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def torchvision_resnet50(seed=0):

@@ -111,7 +111,7 @@ def test_every_batch_is_whole_identities(rule, world):
 
 
 @pytest.mark.parametrize("cls,k_key", [(RandomMultipleGallerySampler, "num_instances"), (PKSampler, "sample_per_id")])
-def test_p_shrinks_to_the_clusters_present(cls, k_key, caplog):
+def test_p_shrinks_to_the_clusters_present(cls, k_key):
     labels = np.r_[np.repeat(np.arange(7), 5), -np.ones(10, np.int64)]
     cams = np.arange(labels.size) % 3
     kw = {k_key: 4}

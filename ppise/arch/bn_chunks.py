@@ -17,13 +17,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 import paddle
 import paddle.nn as nn
 
+from ppise.errors import ConfigError
+
 __all__ = ["forward_in_chunks", "check_bn_batch_size"]
 
 
 def check_bn_batch_size(value, where: str = "Arch.bn_batch_size") -> Optional[int]:
     """None (off) or a positive int; anything else is a ConfigError naming ``where``."""
-    from ppise.errors import ConfigError
-
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
