@@ -122,8 +122,8 @@ def _safe_load(text: Any) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
-def load_yaml(path: str) -> Dict[str, Any]:
-    """Read a YAML mapping; a missing or malformed file is a ConfigError naming it."""
+def _read_mapping(path: str) -> Dict[str, Any]:
+    """One YAML file as a mapping; a missing or malformed file is a ConfigError naming it."""
     if not path or not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path!r}")
     try:
@@ -138,6 +138,38 @@ def load_yaml(path: str) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def merge_config(base: Dict[str, Any], child: Dict[str, Any]) -> Dict[str, Any]:
+    """``child`` over ``base``: mappings merge recursively; lists, scalars and null replace."""
+    out = copy.deepcopy(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_yaml(path: str, _chain: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """Read a YAML mapping, resolving ``_BASE_: other.yaml`` (relative to the file, may chain).
+
+    The file's keys are merged over its base's with :func:`merge_config`, so a variant shows
+    only what differs; a key set to null in the child stays null.
+    """
+    data = _read_mapping(path)
+    base = data.pop("_BASE_", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"config file {path}: _BASE_ must be the path of one YAML file, got {base!r}")
+    base_path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), base))
+    chain = _chain + (os.path.abspath(path),)
+    if base_path in chain:
+        raise ConfigError(f"config file {path}: _BASE_ {base!r} makes a cycle: {' -> '.join(chain + (base_path,))}")
+    if not os.path.isfile(base_path):
+        raise ConfigError(f"config file {path}: _BASE_ {base!r} not found (looked for {base_path})")
+    return merge_config(load_yaml(base_path, chain), data)
 
 
 def parse_override(text: str) -> Tuple[List[str], Any]:

@@ -121,6 +121,9 @@ def build_optimizer(opt_cfg: Dict[str, Any], parameters, iters_per_epoch: int, e
         raise ConfigError(f"missing required config key {where}.lr")
     sched = build_lr_scheduler(cfg.pop("lr"), iters_per_epoch, epochs, where=f"{where}.lr")
     weight_decay = _regularizer(cfg, where)
+    # Frozen parameters (``trainable: false``, e.g. the official BN-neck bias) and BN running
+    # statistics stay out of the optimizer: no update, no weight decay, no accumulators.
+    parameters = [p for p in parameters if isinstance(p, dict) or not p.stop_gradient]
     try:
         opt = factory(parameters=parameters, learning_rate=sched, weight_decay=weight_decay, **cfg)
     except TypeError as err:

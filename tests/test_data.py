@@ -232,7 +232,7 @@ def _pseudo_labels(num_ids=10, per_id=6, outliers=7, seed=0):
 
 def test_rmgs_structure_no_outliers_and_length():
     labels, cams = _pseudo_labels()
-    s = RandomMultipleGallerySampler(labels, cams, batch_size=16, num_instances=4, iters_per_epoch=25)
+    s = RandomMultipleGallerySampler(labels, cams, batch_size=16, num_instances=4, iters_per_epoch=25, rule="distinct")
     batches = list(s)
     assert len(batches) == len(s) == 25
     for b in batches:
@@ -248,7 +248,8 @@ def test_rmgs_prefers_other_cameras():
     num_ids, k = 20, 4
     labels = np.repeat(np.arange(num_ids), 10)
     cams = np.tile(np.r_[np.zeros(9, np.int64), 1], num_ids)  # 9 images in camera 0, one in camera 1
-    s = RandomMultipleGallerySampler(labels, cams, batch_size=16, num_instances=k, iters_per_epoch=50, seed=1)
+    s = RandomMultipleGallerySampler(labels, cams, batch_size=16, num_instances=k, iters_per_epoch=50, seed=1,
+                                     rule="distinct")
     groups = np.concatenate([np.asarray(b).reshape(-1, k) for b in s])
     ours = np.mean([np.unique(cams[g]).size > 1 for g in groups])
     rng = np.random.default_rng(0)
@@ -295,7 +296,7 @@ def test_rmgs_too_few_clusters_names_the_knobs():
     with pytest.raises(TrainingError) as info:
         RandomMultipleGallerySampler(labels, np.zeros_like(labels), batch_size=16, num_instances=4)
     msg = str(info.value)
-    assert "1 clusters" in msg and "P" in msg and "= 4" in msg
+    assert "only 1 clusters" in msg and "P" in msg and "= 4" in msg
     for knob in ("Cluster.eps", "Cluster.min_samples", "Cluster.k1", "batch_size", "num_instances"):
         assert knob in msg
 

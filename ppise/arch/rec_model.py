@@ -24,9 +24,10 @@ from ppise.utils.logger import logger
 from ppise.utils.weights import load_pretrained, resolve_weights_path
 
 from .backbone import paddleclas_zoo
+from .bn_chunks import check_bn_batch_size, forward_in_chunks
 
 ARCH_KEYS = ("name", "infer_output_key", "infer_add_softmax", "Backbone", "BackboneStopLayer", "Neck", "Head",
-             "head_feature_from", "use_sync_bn")
+             "head_feature_from", "use_sync_bn", "bn_batch_size")
 OUTPUT_KEYS = ("backbone", "neck", "features", "logits")
 
 
@@ -46,7 +47,11 @@ class RecModel(nn.Layer):
         self.infer_output_key = infer_output_key
         self.infer_add_softmax = bool(infer_add_softmax)
 
+    bn_batch_size: Optional[int] = None  # Arch.bn_batch_size: BN over chunks in training (bn_chunks.py)
+
     def forward(self, x: paddle.Tensor, label: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
+        if self.training and self.bn_batch_size and int(x.shape[0]) > self.bn_batch_size:
+            return forward_in_chunks(self.forward, self, x, label, self.bn_batch_size)
         out: Dict[str, paddle.Tensor] = {}
         x = self.backbone(x)
         out["backbone"] = x
@@ -236,6 +241,7 @@ def build_model(arch_cfg: Dict[str, Any], where: str = "Arch", skip_backbone_pre
         raise ConfigError(f"{where}.infer_add_softmax must be true or false, got {add_softmax!r}")
     model = RecModel(backbone, neck, head, head_feature_from=arch_cfg.get("head_feature_from", "neck"),
                      infer_output_key=infer_key, infer_add_softmax=add_softmax)
+    model.bn_batch_size = check_bn_batch_size(arch_cfg.get("bn_batch_size"), f"{where}.bn_batch_size")
     if arch_cfg.get("use_sync_bn", False):
         if paddle.is_compiled_with_cuda() and paddle.distributed.get_world_size() > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

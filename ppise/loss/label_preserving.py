@@ -16,6 +16,13 @@ The official ``CriterionLP`` takes the per-identity max by reshaping the negativ
 rows of ``topk * num_instances``, which is only right for a P x K batch whose identities
 are contiguous and equal-sized (it falls back to summing *all* negatives otherwise). The
 segment max here gives the same value on such batches and the DESIGN value on any batch.
+
+Under the launcher (N ranks) the supports and their labels are gathered from every rank
+(:func:`ppise.utils.dist.all_gather_with_grad`, gradients flowing back to the rank that owns
+each support), so each rank's anchors meet the whole global batch as in the official
+single-process (``nn.DataParallel``) trainer: the mean of the ranks' losses equals the loss
+of the global batch in one process. Every rank must hold the same number of supports (the
+P x K samplers split whole identities evenly).
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import paddle.nn.functional as F
 
 from ppise.errors import ConfigError
 from ppise.registry import LOSSES
+from ppise.utils import dist
 
 __all__ = ["LabelPreservingLoss"]
 
@@ -53,7 +61,8 @@ class LabelPreservingLoss(nn.Layer):
         labels: paddle.Tensor,
         support_labels: paddle.Tensor,
     ) -> paddle.Tensor:
-        """Unweighted LP loss; every label of ``labels`` must have at least one support."""
+        """Unweighted LP loss of this rank's anchors against every rank's supports; every label
+        of ``labels`` must have at least one support."""
         labels = labels.reshape([-1]).astype("int64")
         support_labels = support_labels.reshape([-1]).astype("int64")
         if supports.shape[0] != support_labels.shape[0] or features.shape[0] != labels.shape[0]:
@@ -61,6 +70,9 @@ class LabelPreservingLoss(nn.Layer):
                 f"LabelPreservingLoss: {features.shape[0]} features / {labels.shape[0]} labels, "
                 f"{supports.shape[0]} supports / {support_labels.shape[0]} support labels"
             )
+        if dist.world_size() > 1:
+            supports = dist.all_gather_with_grad(supports)
+            support_labels = dist.all_gather(support_labels)
         f = F.normalize(features, p=2, axis=1)
         logits = paddle.matmul(f, supports.astype(f.dtype), transpose_y=True) / self.temperature  # [B, N]
 

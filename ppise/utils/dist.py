@@ -1,6 +1,7 @@
 """Distributed helpers that degrade to no-ops in a single process."""
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, List
 
@@ -53,3 +54,54 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     holder = [obj]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+def all_gather_with_grad(tensor):
+    """Concatenate ``tensor`` from every rank along axis 0 (rank order), differentiably.
+
+    Every rank must pass the same shape. Backward sums each rank's gradient for the gathered
+    tensor over ranks and hands every rank the rows it contributed, so a rank's input receives
+    the gradient of the sum of all ranks' losses; with ``paddle.DataParallel`` averaging the
+    parameter gradients this is the gradient of the mean loss over ranks. In a single process
+    it returns ``tensor`` itself.
+    """
+    if world_size() == 1:
+        return tensor
+    return _gather_layer().apply(tensor)
+
+
+def all_gather(tensor):
+    """Concatenate ``tensor`` from every rank along axis 0 (rank order); no gradient."""
+    if world_size() == 1:
+        return tensor
+    import paddle
+    import paddle.distributed as dist
+
+    parts: List[Any] = []
+    dist.all_gather(parts, tensor.detach())
+    return paddle.concat(parts, axis=0)
+
+
+@functools.lru_cache(maxsize=1)
+def _gather_layer():
+    """The PyLayer behind :func:`all_gather_with_grad` (built on first use)."""
+    import paddle
+    import paddle.distributed as dist
+    from paddle.autograd import PyLayer
+
+    class GatherWithGrad(PyLayer):
+        @staticmethod
+        def forward(ctx, tensor):
+            ctx.rows = int(tensor.shape[0])
+            parts: List[Any] = []
+            dist.all_gather(parts, tensor)
+            return paddle.concat(parts, axis=0)
+
+        @staticmethod
+        def backward(ctx, grad):
+            grad = grad.clone()
+            dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+            start = rank() * ctx.rows
+            return grad[start:start + ctx.rows]
+
+    return GatherWithGrad

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -121,3 +121,132 @@ def save_state_dict_atomic(state: Dict[str, Any], path: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise TrainingError(f"cannot write {path!r}: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet ResNet-50 weights from torchvision (or PaddleClas) for ResNet50_last_stage_stride1
+
+_TV_STAGES = (3, 4, 6, 3)  # torchvision layer1..layer4 bottlenecks of ResNet-50
+_TV_BN = {"weight": "weight", "bias": "bias", "running_mean": "_mean", "running_var": "_variance"}
+_TV_DROPPED = ("fc.weight", "fc.bias")  # the ImageNet classifier: not part of a re-ID backbone
+
+
+def torchvision_to_ppise_key(key: str) -> Optional[str]:
+    """ppise / PaddleClas ``ResNet50_last_stage_stride1`` key of a torchvision ResNet-50 key.
+
+    ``conv1`` / ``bn1`` -> ``stem.0.conv`` / ``stem.0.bn``; ``layer{s}.{b}.conv{j}`` / ``bn{j}``
+    -> ``blocks.{n}.conv{j-1}.conv`` / ``.bn`` (n counts bottlenecks over stages);
+    ``layer{s}.0.downsample.0`` / ``.1`` -> ``blocks.{n}.short.conv`` / ``.bn``. BN
+    ``running_mean`` / ``running_var`` -> ``_mean`` / ``_variance``. None for keys that are not
+    weights (``num_batches_tracked``) or are dropped on purpose (``fc``); KeyError otherwise.
+    """
+    parts = key.split(".")
+    if key in _TV_DROPPED or parts[-1] == "num_batches_tracked":
+        return None
+    if parts[0] == "conv1" and parts[1:] == ["weight"]:
+        return "stem.0.conv.weight"
+    if parts[0] == "bn1" and len(parts) == 2 and parts[1] in _TV_BN:
+        return f"stem.0.bn.{_TV_BN[parts[1]]}"
+    if len(parts) >= 4 and parts[0] in ("layer1", "layer2", "layer3", "layer4") and parts[1].isdigit():
+        stage, block = int(parts[0][-1]) - 1, int(parts[1])
+        if block < _TV_STAGES[stage]:
+            n = sum(_TV_STAGES[:stage]) + block
+            rest = parts[2:]
+            if len(rest) == 2 and rest[0] in ("conv1", "conv2", "conv3") and rest[1] == "weight":
+                return f"blocks.{n}.conv{int(rest[0][-1]) - 1}.conv.weight"
+            if len(rest) == 2 and rest[0] in ("bn1", "bn2", "bn3") and rest[1] in _TV_BN:
+                return f"blocks.{n}.conv{int(rest[0][-1]) - 1}.bn.{_TV_BN[rest[1]]}"
+            if block == 0 and len(rest) == 3 and rest[0] == "downsample":
+                if rest[1] == "0" and rest[2] == "weight":
+                    return f"blocks.{n}.short.conv.weight"
+                if rest[1] == "1" and rest[2] in _TV_BN:
+                    return f"blocks.{n}.short.bn.{_TV_BN[rest[2]]}"
+    raise KeyError(key)
+
+
+def read_state_dict(path: str) -> Dict[str, np.ndarray]:
+    """numpy arrays of a ``.safetensors`` (no torch needed), ``.pth``/``.pt`` (needs torch) or ``.pdparams``."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"weights file not found: {path!r}")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".safetensors":
+        try:
+            from safetensors.numpy import load_file
+        except ImportError:
+            raise ConfigError("reading .safetensors needs the safetensors package: pip install safetensors") from None
+        try:
+            return dict(load_file(path))
+        except Exception as err:
+            raise ConfigError(f"cannot read {path!r} as safetensors: {err}") from err
+    if ext in (".pth", ".pt", ".bin"):
+        try:
+            import torch
+        except ImportError:
+            raise ConfigError(
+                f"reading {path!r} needs PyTorch, which is not installed. Either install it "
+                f"(pip install torch --index-url https://download.pytorch.org/whl/cpu) or, where torch is "
+                f"installed, save the file as .safetensors and convert that: python -c \"import torch; "
+                f"from safetensors.torch import save_file; save_file(torch.load('{os.path.basename(path)}', "
+                f"map_location='cpu'), 'resnet50.safetensors')\"") from None
+        state = torch.load(path, map_location="cpu")
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ConfigError(f"{path!r} holds a {type(state).__name__}, not a state dict")
+        return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
+    if ext == ".pdparams":
+        state = paddle.load(path)
+        if not isinstance(state, dict):
+            raise ConfigError(f"{path!r} holds a {type(state).__name__}, not a state dict")
+        return {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in state.items()}
+    raise ConfigError(f"{path!r}: unknown weights format {ext!r}; give .safetensors, .pth/.pt or .pdparams")
+
+
+def convert_resnet50(state: Dict[str, np.ndarray], source: str = "weights") -> Tuple[Dict[str, np.ndarray], str]:
+    """A ``ResNet50_last_stage_stride1`` backbone state dict (without ``fc``) from torchvision or
+    PaddleClas ResNet-50 weights; returns ``(state, layout)`` with layout ``torchvision`` or
+    ``paddleclas``. Strict: every key of ``state`` is used (or is ``fc`` / ``num_batches_tracked``),
+    every backbone tensor is produced with its exact shape; otherwise one ConfigError lists all.
+    """
+    from ppise.arch.backbone.resnet_stride1 import ResNet50_last_stage_stride1
+
+    target = {k: _shape(v) for k, v in ResNet50_last_stage_stride1().state_dict().items() if not k.startswith("fc.")}
+    if "conv1.weight" in state:
+        layout, mapped, unknown = "torchvision", {}, []
+        for key, value in state.items():
+            try:
+                new = torchvision_to_ppise_key(key)
+            except KeyError:
+                unknown.append(key)
+                continue
+            if new is not None:
+                mapped[new] = np.asarray(value)
+    elif "stem.0.conv.weight" in state:
+        layout = "paddleclas"
+        mapped = {k: np.asarray(v) for k, v in state.items() if not k.startswith("fc.")}
+        unknown = [k for k in mapped if k not in target]
+    else:
+        raise ConfigError(f"{source}: not a ResNet-50 state dict of torchvision (conv1.weight, layer1.0.conv1.weight, "
+                          f"...) or PaddleClas (stem.0.conv.weight, blocks.0.conv0.conv.weight, ...); its first keys "
+                          f"are {sorted(state)[:5]}")
+    problems = []
+    if unknown:
+        problems.append(_listing(f"key(s) of the {layout} file that a ResNet-50 does not have", sorted(unknown)))
+    missing = [k for k in target if k not in mapped]
+    if missing:
+        problems.append(_listing("backbone tensor(s) the file does not provide", missing))
+    bad = [f"{k} {list(_shape(mapped[k]))} vs {list(s)}" for k, s in target.items() if k in mapped and _shape(mapped[k]) != s]
+    if bad:
+        problems.append(_listing("shape mismatch(es) (file vs ResNet-50)", bad))
+    if problems:
+        raise ConfigError(f"{source} is not a ResNet-50 ({layout} layout): " + "; ".join(problems))
+    return {k: mapped[k].astype(np.float32) for k in target}, layout
+
+
+def convert_resnet50_file(src: str, dst: str) -> Dict[str, Any]:
+    """Convert ``src`` (see :func:`read_state_dict`) to ``dst`` (.pdparams); returns a summary."""
+    state, layout = convert_resnet50(read_state_dict(src), source=src)
+    if not dst.endswith(".pdparams"):
+        dst += ".pdparams"
+    save_state_dict_atomic({k: paddle.to_tensor(v) for k, v in state.items()}, dst)
+    return {"src": src, "dst": dst, "layout": layout, "tensors": len(state)}
