@@ -242,7 +242,7 @@ def test_deploy_config_and_inputs(tmp_path) -> None:
         cv2.imwrite(str(tmp_path / name), np.zeros((8, 4, 3), np.uint8))
     images = with_market_ids(list_images(str(tmp_path)), "IndexProcess.image_root")
     assert [os.path.basename(p) for p in images.paths] == ["0002_c3s1_000451_03.jpg", "0007_c6s2_000100_01.jpg"]
-    assert images.pids.tolist() == [2, 7] and images.cams.tolist() == [3, 6]
+    assert images.pids.tolist() == [2, 7] and images.cams.tolist() == [2, 5]  # 0-based, as the datasets
     (tmp_path / "labels.txt").write_text("0002_c3s1_000451_03.jpg 5 1\n\n0007_c6s2_000100_01.jpg 9 2\n")
     labelled = list_images(str(tmp_path / "labels.txt"))
     assert labelled.pids.tolist() == [5, 9] and labelled.cams.tolist() == [1, 2]

@@ -1,7 +1,8 @@
 """Which images to process, who they show, and how they are decoded.
 
 Inputs are one image, a folder (sorted, non-recursive, as ppise's datasets scan) or a list
-file (``path [pid [camid]]`` per line, PaddleClas's ``data_file``). Person ids and cameras
+file (``path [pid [camid]]`` per line, PaddleClas's ``data_file``; camid 0-based, as the
+datasets number cameras). Person ids and cameras
 come from Market-1501 / MSMT17 file names (``0002_c1s1_000451_03.jpg``) or from the list
 file. Decoding matches the evaluation datasets exactly (PIL, RGB, uint8 HWC), so deploy
 features equal ``tools/eval.py`` features on the same files.
@@ -9,18 +10,17 @@ features equal ``tools/eval.py`` features on the same files.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
+from ..data.market_names import parse_name
 from ..errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 LIST_EXTENSIONS = (".txt", ".list", ".lst")
-MARKET_PATTERN = re.compile(r"^([-\d]+)_c(\d+)")
 UNKNOWN = -1  # pid / camera of an image whose identity is not known
 
 
@@ -108,16 +108,16 @@ def list_images(path: Optional[str], key: str = "Global.infer_imgs", image_root:
 
 
 def parse_market_names(paths: List[str], key: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Person ids and camera numbers from Market-1501 / MSMT17 file names (``0002_c1s1_...``)."""
+    """Person ids and 0-based cameras from Market-1501 / MSMT17 file names (``0002_c1s1_...``),
+    read by the datasets' parser (``ppise.data.market_names``), so ids and cameras agree."""
     pids = np.empty(len(paths), np.int64)
     cams = np.empty(len(paths), np.int64)
     for i, path in enumerate(paths):  # string parsing: no vector form
-        match = MARKET_PATTERN.match(os.path.basename(path))
-        if match is None:
-            raise DataError(f"file name {path} (from {key}) does not follow Market-1501 naming "
-                            f"'<pid>_c<camera>...'; give a list file 'path pid [camid]' instead, or set "
-                            f"IndexProcess.naming=none when ids are unknown")
-        pids[i], cams[i] = int(match.group(1)), int(match.group(2))
+        try:
+            pids[i], cams[i] = parse_name(path)
+        except ValueError as err:
+            raise DataError(f"file name {path} (from {key}) {err}; give a list file 'path pid [camid]' "
+                            f"instead, or set IndexProcess.naming=none when ids are unknown") from None
     return pids, cams
 
 

@@ -54,7 +54,7 @@ def _cell(canvas: np.ndarray, path: str, x: int, y: int, thumb: Tuple[int, int],
 def _id_text(pid: int, cam: int) -> str:
     if pid < 0 and cam < 0:
         return "id ?"
-    return f"id {pid}" + (f" c{cam}" if cam >= 0 else "")
+    return f"id {pid}" + (f" c{cam + 1}" if cam >= 0 else "")  # cameras are 0-based, names say c1...
 
 
 def draw_results(results: List[Dict[str, Any]], out_path: str, k: int,
