@@ -128,12 +128,15 @@ def _index(container: list, part: str, path: str) -> int:
     return idx
 
 
-def apply_override(cfg: Dict[str, Any], text: str) -> None:
-    """Set one override in place; only leaf keys may be new (Global keys must be known)."""
+def apply_override(cfg: Dict[str, Any], text: str, sections: Sequence[str] = SECTIONS,
+                   schemas: Optional[Dict[str, Dict[str, Tuple[tuple, Any]]]] = None) -> None:
+    """Set one override in place; only leaf keys may be new, and the direct keys of a section
+    with a schema (``schemas``, default Global's) must be known. The deploy config passes its own."""
+    schemas = {"Global": GLOBAL_SCHEMA} if schemas is None else schemas
     parts, value = parse_override(text)
     path = ".".join(parts)
-    if parts[0] not in SECTIONS:
-        raise ConfigError(f"override {path}: unknown section '{parts[0]}'{_suggest(parts[0], SECTIONS)}; sections: {', '.join(SECTIONS)}")
+    if parts[0] not in sections:
+        raise ConfigError(f"override {path}: unknown section '{parts[0]}'{_suggest(parts[0], sections)}; sections: {', '.join(sections)}")
     node: Any = cfg
     for depth, part in enumerate(parts[:-1]):
         here = ".".join(parts[: depth + 1])
@@ -152,11 +155,14 @@ def apply_override(cfg: Dict[str, Any], text: str) -> None:
     if isinstance(node, list):
         node[_index(node, last, path)] = value
     elif isinstance(node, dict):
-        if parts[0] == "Global" and len(parts) == 2:
-            if last not in GLOBAL_SCHEMA and last not in node:
-                raise ConfigError(f"override {path}: unknown Global key '{last}'{_suggest(last, GLOBAL_SCHEMA)}")
-            if str in GLOBAL_SCHEMA.get(last, ((),))[0] and isinstance(value, (dict, list)):
-                value = text.split("=", 1)[1].strip()  # a path such as 'a: b' is meant literally
+        schema = schemas.get(parts[0])
+        if schema is not None and len(parts) == 2:
+            if last not in schema and last not in node:
+                raise ConfigError(f"override {path}: unknown {parts[0]} key '{last}'{_suggest(last, schema)}; "
+                                  f"{parts[0]} keys: {', '.join(schema)}")
+            types = schema.get(last, ((),))[0]
+            if str in types and not isinstance(value, types):
+                value = text.split("=", 1)[1].strip()  # a path such as 'a: b' or '1501' is meant literally
         node[last] = value
     else:
         raise ConfigError(f"override {path}: parent holds a {type(node).__name__}, not a section")
@@ -179,6 +185,19 @@ def _check_type(value: Any, types: tuple, path: str) -> None:
         raise ConfigError(f"{path} must be {_type_name(types)}, got {value!r} ({type(value).__name__})")
 
 
+def check_section(node: Dict[str, Any], schema: Dict[str, Tuple[tuple, Any]], section: str, warn=None) -> None:
+    """Keys of ``schema`` (name -> (types, default)): check types, fill defaults; warn about
+    other keys (PaddleClas files carry keys ppise does not use)."""
+    for key, value in list(node.items()):
+        if key not in schema:
+            if warn:
+                warn(f"{section}.{key} is not used by ppise{_suggest(key, schema)}")
+            continue
+        _check_type(value, schema[key][0], f"{section}.{key}")
+    for key, (_, default) in schema.items():
+        node.setdefault(key, copy.deepcopy(default))
+
+
 def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
     """Check sections and Global types, fill defaults; returns the same dict."""
     for section in cfg:
@@ -190,14 +209,7 @@ def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
     if not isinstance(glob, dict):
         raise ConfigError(f"section Global must be a mapping of keys, got {glob!r}")
     cfg["Global"] = glob
-    for key, value in list(glob.items()):
-        if key not in GLOBAL_SCHEMA:
-            if warn:
-                warn(f"Global.{key} is not used by ppise{_suggest(key, GLOBAL_SCHEMA)}")
-            continue
-        _check_type(value, GLOBAL_SCHEMA[key][0], f"Global.{key}")
-    for key, (_, default) in GLOBAL_SCHEMA.items():
-        glob.setdefault(key, copy.deepcopy(default))
+    check_section(glob, GLOBAL_SCHEMA, "Global", warn)
     for path, options in CHOICES.items():
         value = get(cfg, path)
         if value not in options:

@@ -52,3 +52,28 @@ def test_one_market_name_parser_for_datasets_and_deploy(tmp_path):
     _jpg(odd, "1-2_c1s1_000001_00.jpg")  # deploy used to read pid int('1-2') -> ValueError traceback
     with pytest.raises(DataError, match="Market-1501 naming"):
         with_market_ids(list_images(str(odd)), "IndexProcess.image_root")
+
+
+def test_deploy_config_uses_the_training_config_engine(tmp_path):
+    """One override/validation engine: the same mistake gets the same words in both configs."""
+    from ppise import config as train_config
+    from ppise.deploy import config as deploy_config
+
+    assert not hasattr(deploy_config, "_set")  # the deploy config's own -o engine is gone
+    deploy_yaml = tmp_path / "d.yaml"
+    deploy_yaml.write_text("RecPreProcess:\n  transform_ops: [{ResizeImage: {size: [32, 64]}}]\n")
+    train = {"Global": {}, "Arch": {"ops": [{"ResizeImage": {"size": [32, 64]}}]}}
+    messages = []
+    for apply in (lambda: train_config.apply_override(train, "Arch.ops.3.ResizeImage=1"),
+                  lambda: deploy_config.load_deploy_config(str(deploy_yaml), ["RecPreProcess.transform_ops.3.ResizeImage=1"])):
+        with pytest.raises(ConfigError) as err:
+            apply()
+        messages.append(str(err.value).split(": ", 1)[1])
+    assert messages[0] == messages[1] == "index 3 is out of range (list has 1 items)"
+    with pytest.raises(ConfigError, match=r"unknown IndexProcess key 'retrun_k' \(did you mean 'return_k'\?\)"):
+        deploy_config.load_deploy_config(str(deploy_yaml), ["IndexProcess.retrun_k=5"])
+    warned = []
+    deploy_yaml.write_text("Global:\n  batch_sise: 4\n")
+    cfg = deploy_config.load_deploy_config(str(deploy_yaml), ["Global.infer_imgs=0001"], warn=warned.append)
+    assert cfg["Global"]["infer_imgs"] == "0001" and cfg["Global"]["batch_size"] == 32
+    assert warned == ["Global.batch_sise is not used by ppise (did you mean 'batch_size'?)"]
