@@ -6,6 +6,7 @@ import shutil
 from typing import Any, Dict
 
 from ..config import get, save as save_config
+from ..data.demo_data import is_demo_run
 from ..errors import ConfigError, TrainingError
 from ..utils import dist
 from ..utils.logger import get_logger, logger
@@ -22,7 +23,11 @@ def prepare_output_dir(cfg: Dict[str, Any]) -> str:
     out = glob["output_dir"]
     used = [m for m in RUN_MARKERS if os.path.exists(os.path.join(out, m))]
     if used and not glob.get("checkpoints") and dist.is_main():
-        if not glob.get("overwrite"):
+        demo = is_demo_run(cfg)  # the README's first command, run again: start over, say so
+        if demo:
+            logger.info(f"output dir {out} holds an earlier demo run: starting over (a run on other data is "
+                        f"never overwritten without -o Global.overwrite=True)")
+        elif not glob.get("overwrite"):
             raise TrainingError(
                 f"output dir {out} already holds a run ({', '.join(used)}); resume with "
                 f"-o Global.checkpoints={os.path.join(model_dir_of(cfg), 'latest')}, choose another "
