@@ -31,6 +31,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
         "use_fp16": ((bool,), False),
         "ir_optim": ((bool,), True),
         "output_dir": ((str,), "./output/deploy"),
+        "max_bad_image_ratio": ((float, int), 1.0),  # share of unusable images skipped; above it: error
     },
     "RecPreProcess": {
         "transform_ops": ((list, _NONE), None),
@@ -82,6 +83,9 @@ def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
         if cfg[section][key] < 1:
             raise ConfigError(f"{section}.{key} must be >= 1, got {cfg[section][key]!r}")
     glob = cfg["Global"]
+    if not 0.0 <= glob["max_bad_image_ratio"] <= 1.0:
+        raise ConfigError(f"Global.max_bad_image_ratio must be in [0, 1] (the share of unusable images skipped), "
+                          f"got {glob['max_bad_image_ratio']!r}")
     if glob.get("rec_inference_model_dir"):  # PaddleClas configs name the model dir this way
         glob["inference_model_dir"] = glob["rec_inference_model_dir"]
     if not glob.get("inference_model_dir"):

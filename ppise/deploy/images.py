@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from ..data.market_names import parse_name
+from ..data.market_names import parse_name, try_parse_name
 from ..errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -121,8 +121,13 @@ def parse_market_names(paths: List[str], key: str) -> Tuple[np.ndarray, np.ndarr
     return pids, cams
 
 
-def with_market_ids(images: ImageList, key: str, drop_junk: bool = True) -> ImageList:
-    """Fill ids/cameras from file names; junk detections (id -1) are dropped as the datasets do."""
+def with_market_ids(images: ImageList, key: str, drop_junk: bool = True, strict: bool = True) -> ImageList:
+    """Fill ids/cameras from file names; junk detections (id -1) are dropped as the datasets do.
+    ``strict=False`` (a plain search): names that are not Market-style get ``UNKNOWN`` ids."""
+    if not strict:
+        parsed = [try_parse_name(p) or (UNKNOWN, UNKNOWN) for p in images.paths]
+        return ImageList(list(images.paths), np.asarray([p for p, _ in parsed], np.int64).reshape(-1),
+                         np.asarray([c for _, c in parsed], np.int64).reshape(-1))
     pids, cams = parse_market_names(images.paths, key)
     out = ImageList(list(images.paths), pids, cams)
     if drop_junk:
@@ -141,3 +146,34 @@ def read_rgb(path: str) -> np.ndarray:
         raise DataError(f"image not found: {path}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise DataError(f"cannot read image {path}: not a decodable image ({type(err).__name__}: {err})") from err
+
+
+MAX_LISTED = 20  # bad files named in the log; the JSON summary and bad_images.txt hold all
+
+
+def drop_unusable(images: ImageList, key: str, max_bad_ratio: float = 1.0) -> Tuple[ImageList, List[Tuple[str, str]]]:
+    """Decode-check every image (as training does): ``(usable images, [(path, reason)])``.
+
+    The bad ones are all listed in the log and skipped; DataError when none is usable or
+    when their share is above ``max_bad_ratio`` (``Global.max_bad_image_ratio``)."""
+    from ..data.integrity import check_image
+    from ..utils.logger import logger
+
+    reasons = [check_image(p, "full") for p in images.paths]  # deploy decodes every image anyway
+    bad = [(p, r) for p, r in zip(images.paths, reasons) if r]
+    if not bad:
+        return images, bad
+    listed = "\n".join(f"  {p}: {r}" for p, r in bad[:MAX_LISTED])
+    more = f"\n  ... and {len(bad) - MAX_LISTED} more (all in the JSON summary)" if len(bad) > MAX_LISTED else ""
+    share = len(bad) / len(images)
+    head = f"{len(bad)} of {len(images)} images from {key} are unusable ({100 * share:.1f}%)"
+    if len(images) == 1:
+        raise DataError(f"cannot read image {bad[0][0]} (from {key}): {bad[0][1]}")
+    if len(bad) == len(images):
+        raise DataError(f"{head}: nothing left to process:\n{listed}{more}")
+    if share > max_bad_ratio:
+        raise DataError(f"{head}, more than Global.max_bad_image_ratio={max_bad_ratio:g}: refusing to go on. Fix or "
+                        f"remove them, or raise the limit (-o Global.max_bad_image_ratio=1.0 skips any number):"
+                        f"\n{listed}{more}")
+    logger.warning(f"{head}; skipping them:\n{listed}{more}")
+    return images.select(np.asarray([not r for r in reasons], dtype=bool)), bad
