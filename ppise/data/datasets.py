@@ -28,6 +28,7 @@ from .market_names import JUNK, parse_name
 from .transforms import Compose, build_transforms
 
 MAX_LISTED = 10  # bad files named in the log; the report file holds all of them
+_described: set = set()  # dataset lines already logged by this process
 
 
 class PersonDataset(Dataset):
@@ -58,8 +59,11 @@ class PersonDataset(Dataset):
         self.transform = build_transforms(transform_ops, f"{name}.transform_ops")
         self.images, self.labels, self.cameras = self._scan()
         info = self.describe()
-        logger.info(f"{name} {cls_label_path}: {info['num_ids']} ids | {info['num_images']} images | "
-                    f"{info['num_cameras']} cameras ({self.root})")
+        line = (f"{name} {cls_label_path}: {info['num_ids']} ids | {info['num_images']} images | "
+                f"{info['num_cameras']} cameras ({self.root})")
+        if line not in _described:  # the same folder is read again (e.g. eval transforms for clustering)
+            _described.add(line)
+            logger.info(line)
 
     def _scan(self) -> Tuple[List[str], np.ndarray, np.ndarray]:
         if not os.path.isdir(self.root):

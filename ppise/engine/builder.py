@@ -96,7 +96,8 @@ def build_model_from_config(cfg: Dict[str, Any]):
             fitting = {k: state[k] for k in head_keys if k in state and list(state[k].shape) == list(own[k].shape)}
             model.set_state_dict(fitting)
             report["loaded"] += len(fitting)
-        logger.info(f"loaded {report['loaded']} tensors from {report['path']} (strict except head.*)")
+            if fitting:  # load_pretrained has already logged the other tensors
+                logger.info(f"loaded {len(fitting)} classifier head tensors from {report['path']} as well")
     return model
 
 
