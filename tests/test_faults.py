@@ -181,6 +181,7 @@ def test_kill_9_of_the_trainer_leaves_no_worker_and_no_shm_file(tmp_path):
     log = open(tmp_path / "console.txt", "w")
     proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    workers = []
     try:
         trainer, deadline = psutil.Process(proc.pid), time.time() + 240
         while "images/s" not in (tmp_path / "console.txt").read_text():  # mid-epoch, training batches flow
@@ -195,9 +196,13 @@ def test_kill_9_of_the_trainer_leaves_no_worker_and_no_shm_file(tmp_path):
         gone, alive = psutil.wait_procs(workers, timeout=5)
         assert not alive, f"workers outlived the trainer: {alive}"
         assert _shm_files(pids) == []
-    finally:
-        for w in psutil.Process().children(recursive=True):
-            w.kill()
+    finally:  # orphans are no longer our children: kill them by the pids we saw
+        for w in workers + psutil.Process().children(recursive=True):
+            try:
+                w.kill()
+            except psutil.NoSuchProcess:
+                pass
+        log.close()
 
 
 def test_next_loader_removes_shared_memory_of_dead_processes(tmp_path):
