@@ -198,12 +198,15 @@ def _index(container: list, part: str, path: str) -> int:
     return idx
 
 
-def apply_override(cfg: Dict[str, Any], text: str) -> None:
-    """Set one override in place; only leaf keys may be new (Global keys must be known)."""
+def apply_override(cfg: Dict[str, Any], text: str, sections: Sequence[str] = SECTIONS,
+                   schemas: Optional[Dict[str, Dict[str, Tuple[tuple, Any]]]] = None) -> None:
+    """Set one override in place; only leaf keys may be new, and the direct keys of a section
+    with a schema (``schemas``, default SECTION_SCHEMAS) must be known. The deploy config passes its own."""
+    schemas = SECTION_SCHEMAS if schemas is None else schemas
     parts, value = parse_override(text)
     path = ".".join(parts)
-    if parts[0] not in SECTIONS:
-        raise ConfigError(f"override {path}: unknown section '{parts[0]}'{_suggest(parts[0], SECTIONS)}; sections: {', '.join(SECTIONS)}")
+    if parts[0] not in sections:
+        raise ConfigError(f"override {path}: unknown section '{parts[0]}'{_suggest(parts[0], sections)}; sections: {', '.join(sections)}")
     node: Any = cfg
     for depth, part in enumerate(parts[:-1]):
         here = ".".join(parts[: depth + 1])
@@ -222,12 +225,14 @@ def apply_override(cfg: Dict[str, Any], text: str) -> None:
     if isinstance(node, list):
         node[_index(node, last, path)] = value
     elif isinstance(node, dict):
-        schema = SECTION_SCHEMAS.get(parts[0])
+        schema = schemas.get(parts[0])
         if schema is not None and len(parts) == 2:
             if last not in schema and last not in node:
-                raise ConfigError(f"override {path}: unknown {parts[0]} key '{last}'{_suggest(last, schema)}")
-            if str in schema.get(last, ((),))[0] and isinstance(value, (dict, list)):
-                value = text.split("=", 1)[1].strip()  # a path such as 'a: b' is meant literally
+                raise ConfigError(f"override {path}: unknown {parts[0]} key '{last}'{_suggest(last, schema)}; "
+                                  f"{parts[0]} keys: {', '.join(schema)}")
+            types = schema.get(last, ((),))[0]
+            if str in types and not isinstance(value, types):
+                value = text.split("=", 1)[1].strip()  # a path such as 'a: b' or '1501' is meant literally
         node[last] = value
     else:
         raise ConfigError(f"override {path}: parent holds a {type(node).__name__}, not a section")
@@ -251,21 +256,29 @@ def _check_type(value: Any, types: tuple, path: str) -> None:
 
 
 def _check_section(cfg: Dict[str, Any], section: str, warn, tolerated: Sequence[str] = ()) -> None:
-    """Unknown keys are errors (``tolerated`` ones warn), types checked, defaults filled."""
-    schema = SECTION_SCHEMAS[section]
+    """The section ``section`` of ``cfg`` against SECTION_SCHEMAS (an absent section becomes {})."""
     node = cfg.get(section)
     node = {} if node is None else node
     if not isinstance(node, dict):
         raise ConfigError(f"section {section} must be a mapping of keys, got {node!r}")
     cfg[section] = node
+    check_section(node, SECTION_SCHEMAS[section], section, warn, tolerated=tolerated)
+
+
+def check_section(node: Dict[str, Any], schema: Dict[str, Tuple[tuple, Any]], section: str, warn=None,
+                  tolerated: Sequence[str] = (), strict: bool = True) -> None:
+    """Keys of ``schema`` (name -> (types, default)): check types, fill defaults. Unknown keys
+    are errors naming the path, except ``tolerated`` ones (and all of them when not ``strict``),
+    which only warn: PaddleClas files carry keys ppise does not use."""
     for key, value in list(node.items()):
         if key not in schema:
-            if key in tolerated:
-                if warn:
-                    warn(f"{section}.{key} is a PaddleClas key ppise does not use; ignored")
-                continue
-            raise ConfigError(f"unknown {section} key '{key}'{_suggest(key, schema)} (at {section}.{key}); "
-                              f"{section} keys: {', '.join(schema)}")
+            if key not in tolerated and strict:
+                raise ConfigError(f"unknown {section} key '{key}'{_suggest(key, schema)} (at {section}.{key}); "
+                                  f"{section} keys: {', '.join(schema)}")
+            if warn:
+                warn(f"{section}.{key} is a PaddleClas key ppise does not use; ignored" if key in tolerated
+                     else f"{section}.{key} is not used by ppise{_suggest(key, schema)}")
+            continue
         _check_type(value, schema[key][0], f"{section}.{key}")
     for key, (_, default) in schema.items():
         node.setdefault(key, copy.deepcopy(default))

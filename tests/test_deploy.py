@@ -153,8 +153,10 @@ def test_search_json_and_visualisation(env: Dict[str, str]) -> None:
         assert len(scores) == 5 and scores == sorted(scores, reverse=True)
         assert all(-1.0 - 1e-5 <= s <= 1.0 + 1e-5 for s in scores)
     img = cv2.imread(png)
-    # 2 rows of (8 + 16 + 128 + 2*4 + 16 + 8) px; 8 + 72 + 24 + 5*72 + 4*8 + 8 px wide
-    assert img.shape == (2 * 184, 504, 3) == canvas_shape(2, 5) + (3,)
+    # a 40 px legend + 2 rows of (8 + 16 name + 16 + 128 + 2*4 + 16 + 8) px; the legend's 616 px wide
+    # (the hits take 8 + 72 + 24 + 5*72 + 4*8 + 8 = 504)
+    assert img.shape == (40 + 2 * 200, 616, 3) == canvas_shape(2, 5) + (3,)
+    assert out["vis"] == [{"path": png, "height": 440, "width": 616, "queries": 2}]
     assert img.std() > 10  # pictures were drawn, not a blank canvas
 
 
@@ -242,7 +244,7 @@ def test_deploy_config_and_inputs(tmp_path) -> None:
         cv2.imwrite(str(tmp_path / name), np.zeros((8, 4, 3), np.uint8))
     images = with_market_ids(list_images(str(tmp_path)), "IndexProcess.image_root")
     assert [os.path.basename(p) for p in images.paths] == ["0002_c3s1_000451_03.jpg", "0007_c6s2_000100_01.jpg"]
-    assert images.pids.tolist() == [2, 7] and images.cams.tolist() == [3, 6]
+    assert images.pids.tolist() == [2, 7] and images.cams.tolist() == [2, 5]  # 0-based, as the datasets
     (tmp_path / "labels.txt").write_text("0002_c3s1_000451_03.jpg 5 1\n\n0007_c6s2_000100_01.jpg 9 2\n")
     labelled = list_images(str(tmp_path / "labels.txt"))
     assert labelled.pids.tolist() == [5, 9] and labelled.cams.tolist() == [1, 2]
@@ -251,3 +253,83 @@ def test_deploy_config_and_inputs(tmp_path) -> None:
         (tmp_path / "other").mkdir()
         cv2.imwrite(str(tmp_path / "other" / "person.png"), np.zeros((8, 4, 3), np.uint8))
         with_market_ids(list_images(str(tmp_path / "other")), "IndexProcess.image_root")
+
+
+# ------------------------------------------------------------------ real folders (issue 16 items 6, 8)
+
+
+def _folder_with_bad_files(env: Dict[str, str], name: str, bad: int) -> str:
+    """A copy of the query folder plus ``bad`` unusable files (0 bytes, text, truncated JPEG)."""
+    import shutil
+
+    folder = os.path.join(env["base"], name)
+    shutil.copytree(env["query"], folder)
+    good = sorted(os.listdir(folder))
+    with open(os.path.join(folder, good[0]), "rb") as f:
+        head = f.read()[:200]
+    makers = [lambda p: open(p, "wb").close(), lambda p: open(p, "w").write("not a picture"),
+              lambda p: open(p, "wb").write(head)]
+    for i in range(bad):
+        makers[i % 3](os.path.join(folder, f"9999_c1s1_bad{i}.jpg"))
+    return folder
+
+
+def test_predict_rec_lists_and_skips_bad_images(env: Dict[str, str]) -> None:
+    folder = _folder_with_bad_files(env, "q_with_bad", 3)
+    n_good = len(os.listdir(env["query"]))
+    out_dir = os.path.join(env["base"], "pred_bad")
+    args = ["deploy/python/predict_rec.py", "-o", f"Global.inference_model_dir={env['pir']}",
+            "-o", f"Global.infer_imgs={folder}", "-o", f"Global.output_dir={out_dir}"]
+    proc = _ok(_run(args, ROOT))
+    out = json.loads(proc.stdout)
+    assert out["count"] == n_good and np.load(out["features"]).shape[0] == n_good
+    assert sorted(os.path.basename(b["path"]) for b in out["skipped"]) == ["9999_c1s1_bad0.jpg", "9999_c1s1_bad1.jpg", "9999_c1s1_bad2.jpg"]
+    assert f"3 of {n_good + 3} images from Global.infer_imgs are unusable" in proc.stderr
+    for i in range(3):
+        assert f"9999_c1s1_bad{i}.jpg: " in proc.stderr
+    with open(os.path.join(out_dir, "bad_images.txt")) as f:
+        assert len(f.read().splitlines()) == 3
+    proc = _run(args + ["-o", "Global.max_bad_image_ratio=0.01"], ROOT)
+    assert proc.returncode == 2 and "more than Global.max_bad_image_ratio=0.01" in proc.stderr
+    assert "9999_c1s1_bad2.jpg" in proc.stderr
+    only_bad = os.path.join(env["base"], "only_bad")
+    os.makedirs(only_bad)
+    for i in range(2):
+        open(os.path.join(only_bad, f"b{i}.jpg"), "wb").close()
+    proc = _run(["deploy/python/predict_rec.py", "-o", f"Global.inference_model_dir={env['pir']}",
+                 "-o", f"Global.infer_imgs={only_bad}", "-o", f"Global.output_dir={out_dir}2"], ROOT)
+    assert proc.returncode == 2 and "2 of 2 images from Global.infer_imgs are unusable" in proc.stderr
+    assert "nothing left to process" in proc.stderr
+
+
+def test_search_takes_any_query_and_skips_bad_ones(env: Dict[str, str]) -> None:
+    index_dir = os.path.join(env["base"], "gallery_any")
+    common = ["-c", DEPLOY_CFG, "-o", f"Global.inference_model_dir={env['pir']}", "-o",
+              f"IndexProcess.index_dir={index_dir}"]
+    gallery = _folder_with_bad_files(env, "g_with_bad", 1)
+    built = json.loads(_ok(_run(["deploy/python/build_gallery.py", *common, "-o",
+                                 f"IndexProcess.image_root={gallery}"], ROOT)).stdout)
+    assert [os.path.basename(b["path"]) for b in built["skipped"]] == ["9999_c1s1_bad0.jpg"]
+    plain = os.path.join(env["base"], "plain_queries")
+    os.makedirs(plain)
+    src = sorted(os.listdir(env["query"]))[0]
+    import shutil
+
+    shutil.copy(os.path.join(env["query"], src), os.path.join(plain, "holiday photo.jpg"))
+    open(os.path.join(plain, "broken.jpg"), "wb").close()
+    out = json.loads(_ok(_run(["deploy/python/search.py", *common, "-o", f"Global.infer_imgs={plain}",
+                               "-o", f"Global.output_dir={env['base']}/search_out", "--topk", "3"], ROOT)).stdout)
+    assert [os.path.basename(r["query"]) for r in out["results"]] == ["holiday photo.jpg"]
+    assert out["results"][0]["pid"] == -1 and len(out["results"][0]["hits"]) == 3
+    assert [os.path.basename(b["path"]) for b in out["skipped"]] == ["broken.jpg"]
+
+
+def test_empty_vector_index_names_file_and_fix(env: Dict[str, str]) -> None:
+    index_dir = os.path.join(env["base"], "gallery_zero")
+    common = ["-c", DEPLOY_CFG, "-o", f"Global.inference_model_dir={env['pir']}", "-o",
+              f"IndexProcess.index_dir={index_dir}"]
+    _ok(_run(["deploy/python/build_gallery.py", *common, "-o", f"IndexProcess.image_root={env['gallery']}"], ROOT))
+    open(os.path.join(index_dir, "vector.index"), "wb").close()
+    line = _err(_run(["deploy/python/search.py", *common, "-o", f"Global.infer_imgs={env['query']}"], ROOT))
+    assert os.path.join(index_dir, "vector.index") in line and "empty (0 bytes)" in line
+    assert "build_gallery.py" in line and f"IndexProcess.index_dir={index_dir}" in line

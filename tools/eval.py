@@ -18,7 +18,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     cfg = get_config(args.config, args.override, warn=logger.warning)
     prepare_env(cfg["Global"])
-    from ppise.data.prepare import ensure_dataset
+    from ppise.data.demo_data import ensure_dataset
     from ppise.engine.builder import build_model_from_config
     from ppise.engine.evaluator import evaluate_model, format_table, write_metrics
     from ppise.utils import dist

@@ -18,7 +18,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     cfg = get_config(args.config, args.override, warn=logger.warning)
     prepare_env(cfg["Global"])  # thread pools must be set before paddle starts
-    from ppise.data.prepare import ensure_dataset
+    from ppise.data.demo_data import ensure_dataset
     from ppise.engine.builder import build_trainer
     from ppise.utils import dist
     from ppise.utils.device import setup_device

@@ -29,7 +29,10 @@ def load(args: argparse.Namespace):
         if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stdout:
             handler.setStream(sys.stderr)
     cfg = load_deploy_config(args.config, args.override, warn=logger.warning)
+    # The predictor sets its math-library threads itself (Global.cpu_num_threads); these bound
+    # numpy's and faiss's BLAS. OMP_NUM_THREADS stays the user's: set above 1, paddle prints a
+    # data-parallel warning at import on every run.
     threads = str(cfg["Global"]["cpu_num_threads"])
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, threads)
     return cfg

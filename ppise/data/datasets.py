@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
@@ -25,16 +24,18 @@ from ..errors import ConfigError, DataError
 from ..registry import DATASETS
 from ..utils.logger import logger
 from .integrity import check_images, normalize_mode, write_report
+from .market_names import JUNK, parse_name
 from .transforms import Compose, build_transforms
 
 MAX_LISTED = 10  # bad files named in the log; the report file holds all of them
+_described: set = set()  # dataset lines already logged by this process
 
 
 class PersonDataset(Dataset):
-    """Shared loader: sorted ``*.jpg`` glob, file-name regex -> (pid, camera)."""
+    """Shared loader: sorted ``*.jpg`` glob, file name -> (pid, camera) (``ppise.data.market_names``)."""
 
     dataset_dir = ""  # relative to image_root
-    pattern = re.compile(r"(-1|\d+)_c(\d+)")  # matched at the start of the file name
+    camera_digits = 2  # digits of the camera number in the file name
 
     def __init__(self, image_root: str, cls_label_path: str,
                  transform_ops: Union[None, List[Dict[str, Any]], Compose] = None,
@@ -58,8 +59,11 @@ class PersonDataset(Dataset):
         self.transform = build_transforms(transform_ops, f"{name}.transform_ops")
         self.images, self.labels, self.cameras = self._scan()
         info = self.describe()
-        logger.info(f"{name} {cls_label_path}: {info['num_ids']} ids | {info['num_images']} images | "
-                    f"{info['num_cameras']} cameras ({self.root})")
+        line = (f"{name} {cls_label_path}: {info['num_ids']} ids | {info['num_images']} images | "
+                f"{info['num_cameras']} cameras ({self.root})")
+        if line not in _described:  # the same folder is read again (e.g. eval transforms for clustering)
+            _described.add(line)
+            logger.info(line)
 
     def _scan(self) -> Tuple[List[str], np.ndarray, np.ndarray]:
         if not os.path.isdir(self.root):
@@ -71,15 +75,15 @@ class PersonDataset(Dataset):
             raise DataError(f"no .jpg images in {self.root} (check dataset.image_root / dataset.cls_label_path)")
         named, pids, cams, bad = [], [], [], []
         for path in paths:  # file names only: cheap string work
-            match = self.pattern.match(os.path.basename(path))
-            if match is None:
-                bad.append((path, f"wrong file name: does not match '<pid>_c<camera>...' ({self.pattern.pattern})"))
-            elif int(match.group(2)) < 1:
-                bad.append((path, f"wrong file name: camera numbers start at 1 (c{match.group(2)})"))
-            elif int(match.group(1)) != -1:  # junk detections (id -1) are dropped unread
+            try:
+                pid, cam = parse_name(path, self.camera_digits)
+            except ValueError as err:
+                bad.append((path, f"wrong file name: {err}"))
+                continue
+            if pid != JUNK:  # junk detections (id -1) are dropped unread
                 named.append(path)
-                pids.append(int(match.group(1)))
-                cams.append(int(match.group(2)) - 1)
+                pids.append(pid)
+                cams.append(cam)
         reasons = check_images(named, self.check_mode)
         keep = np.asarray([not r for r in reasons], dtype=bool)
         bad += [(p, r) for p, r in zip(named, reasons) if r]
@@ -146,7 +150,7 @@ class Market1501(PersonDataset):
     """Zheng et al., ICCV 2015: 751 train ids, 6 cameras."""
 
     dataset_dir = "market1501/Market-1501-v15.09.15"
-    pattern = re.compile(r"(-1|\d+)_c(\d)")
+    camera_digits = 1
 
 
 @DATASETS.register
@@ -154,4 +158,4 @@ class MSMT17(PersonDataset):
     """Wei et al., CVPR 2018: 1041 train ids, 15 cameras (camera numbers may have 2 digits)."""
 
     dataset_dir = "msmt17/MSMT17_V1"
-    pattern = re.compile(r"(-1|\d+)_c(\d+)")
+    camera_digits = 2

@@ -4,7 +4,9 @@ Batches are ``[images float32 [B, 3, H, W], pids int64 [B], camids int64 [B], id
 Worker processes: paddle seeds numpy / random / paddle in each worker from a base seed drawn
 from the main process's numpy RNG every time an iterator starts, so seeding the main process
 makes augmentation reproducible and different per epoch; ``seed_worker`` re-applies that seed
-explicitly.
+explicitly. Workers die with the trainer (``WorkerInit``: parent-death signal and a parent
+watchdog) and unlink their shared-memory batches; files of dead workers are removed when the
+next loader starts.
 
 Errors keep their type and message. With ``num_workers: 0`` batches load in the calling
 thread (paddle's single-process iterator reads in a thread that dies silently on a dataset
@@ -16,8 +18,12 @@ message, so a DataError still names the unreadable image.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
+import os
 import random
+import re
+import signal
 import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional
@@ -78,6 +84,97 @@ def seed_worker(worker_id: int) -> None:
     seed = ((info.seed if info is not None else 0) + worker_id) % (2**32)
     np.random.seed(seed)
     random.seed(seed)
+
+
+# ------------------------------------------------------------------ workers die with their parent
+# Paddle's own ParentWatchDog only looks between batches, and an orphan then hangs at exit
+# joining its result queue's feeder thread (nobody reads the pipe): after a kill -9 of the
+# trainer, workers lived on for many minutes with their /dev/shm/paddle_<pid>_* batches.
+SHM_DIR = "/dev/shm"
+_SHM_FILE = re.compile(r"^paddle_(\d+)_")  # paddle's mmap allocator: paddle_<creating pid>_<n>_<random>
+_PR_SET_PDEATHSIG = 1
+WATCH_SECONDS = 0.2
+
+
+def remove_own_shm_files(pid: Optional[int] = None) -> int:
+    """Unlink the ``/dev/shm/paddle_<pid>_*`` segments of ``pid`` (default: this process)."""
+    pid = os.getpid() if pid is None else pid
+    removed = 0
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return 0
+    for name in names:
+        match = _SHM_FILE.match(name)
+        if match and int(match.group(1)) == pid:
+            try:
+                os.unlink(os.path.join(SHM_DIR, name))
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def remove_stale_shm_files() -> int:
+    """Unlink this user's ``/dev/shm/paddle_<pid>_*`` files whose creating process is gone
+    (left by workers killed before they could clean up, e.g. by the OOM killer)."""
+    removed = 0
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return 0
+    for name in names:
+        match = _SHM_FILE.match(name)
+        path = os.path.join(SHM_DIR, name)
+        try:
+            if match and os.stat(path).st_uid == os.getuid() and not _alive(int(match.group(1))):
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _orphaned() -> None:
+    """The trainer is gone: free this worker's shared memory and leave at once (no atexit:
+    joining the result queue would block forever)."""
+    remove_own_shm_files()
+    os._exit(1)
+
+
+class WorkerInit:
+    """``worker_init_fn``: seed the worker, and make it die with the process that started it
+    (Linux parent-death signal through prctl, plus a thread that watches ``os.getppid()``)."""
+
+    def __init__(self) -> None:
+        self.parent = os.getpid()  # built in the trainer process
+
+    def __call__(self, worker_id: int) -> None:
+        seed_worker(worker_id)
+        signal.signal(signal.SIGTERM, lambda *_: _orphaned())
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):  # not Linux: the watchdog alone
+            pass
+        if os.getppid() != self.parent:  # died before the signal was armed
+            _orphaned()
+        threading.Thread(target=self._watch, name="ppise-parent-watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        while os.getppid() == self.parent:
+            time.sleep(WATCH_SECONDS)
+        _orphaned()
 
 
 _thread_errors: List[BaseException] = []
@@ -189,11 +286,13 @@ def build_dataloader(dataset: Any, batch_sampler: Any, loader_cfg: Optional[Dict
     num_workers = cfg.get("num_workers", 0)
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ConfigError(f"loader.num_workers={num_workers!r} must be an integer >= 0")
+    if num_workers > 0:
+        remove_stale_shm_files()
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
         num_workers=num_workers,
         use_shared_memory=bool(cfg.get("use_shared_memory", True)),
-        worker_init_fn=seed_worker if num_workers > 0 else None,
+        worker_init_fn=WorkerInit() if num_workers > 0 else None,
         return_list=True,
     )

@@ -120,12 +120,22 @@ def load_gallery(index_dir: str, key: str = "IndexProcess.index_dir") -> Gallery
         if not os.path.isfile(path):
             raise ConfigError(f"gallery file not found: {path} (from {key}); build it with "
                               f"deploy/python/build_gallery.py")
+    rebuild = (f"rebuild it with deploy/python/build_gallery.py -o IndexProcess.index_dir={index_dir} "
+               f"-o IndexProcess.image_root=GALLERY_DIR")
+    if os.path.getsize(index_path) == 0:
+        raise DataError(f"gallery index {index_path} (from {key}) is empty (0 bytes): its build was interrupted or "
+                        f"the disk was full; {rebuild}")
     try:
         index = faiss.read_index(index_path)
+    except (RuntimeError, OSError) as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise DataError(f"gallery index {index_path} (from {key}) is not a readable faiss index ({first}); "
+                        f"{rebuild}") from None
+    try:
         with open(map_path, encoding="utf-8") as f:
             record = json.load(f)
-    except (RuntimeError, OSError, ValueError) as err:
-        raise DataError(f"cannot read gallery {index_dir} (from {key}): {err}") from err
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read the gallery id map {map_path} (from {key}): {err}; {rebuild}") from None
     paths = record.pop("paths")
     pids = np.asarray(record.pop("pids"), np.int64)
     cams = np.asarray(record.pop("cams"), np.int64)

@@ -1,7 +1,8 @@
 """Which images to process, who they show, and how they are decoded.
 
 Inputs are one image, a folder (sorted, non-recursive, as ppise's datasets scan) or a list
-file (``path [pid [camid]]`` per line, PaddleClas's ``data_file``). Person ids and cameras
+file (``path [pid [camid]]`` per line, PaddleClas's ``data_file``; camid 0-based, as the
+datasets number cameras). Person ids and cameras
 come from Market-1501 / MSMT17 file names (``0002_c1s1_000451_03.jpg``) or from the list
 file. Decoding matches the evaluation datasets exactly (PIL, RGB, uint8 HWC), so deploy
 features equal ``tools/eval.py`` features on the same files.
@@ -9,18 +10,17 @@ features equal ``tools/eval.py`` features on the same files.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
+from ..data.market_names import parse_name, try_parse_name
 from ..errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 LIST_EXTENSIONS = (".txt", ".list", ".lst")
-MARKET_PATTERN = re.compile(r"^([-\d]+)_c(\d+)")
 UNKNOWN = -1  # pid / camera of an image whose identity is not known
 
 
@@ -108,21 +108,26 @@ def list_images(path: Optional[str], key: str = "Global.infer_imgs", image_root:
 
 
 def parse_market_names(paths: List[str], key: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Person ids and camera numbers from Market-1501 / MSMT17 file names (``0002_c1s1_...``)."""
+    """Person ids and 0-based cameras from Market-1501 / MSMT17 file names (``0002_c1s1_...``),
+    read by the datasets' parser (``ppise.data.market_names``), so ids and cameras agree."""
     pids = np.empty(len(paths), np.int64)
     cams = np.empty(len(paths), np.int64)
     for i, path in enumerate(paths):  # string parsing: no vector form
-        match = MARKET_PATTERN.match(os.path.basename(path))
-        if match is None:
-            raise DataError(f"file name {path} (from {key}) does not follow Market-1501 naming "
-                            f"'<pid>_c<camera>...'; give a list file 'path pid [camid]' instead, or set "
-                            f"IndexProcess.naming=none when ids are unknown")
-        pids[i], cams[i] = int(match.group(1)), int(match.group(2))
+        try:
+            pids[i], cams[i] = parse_name(path)
+        except ValueError as err:
+            raise DataError(f"file name {path} (from {key}) {err}; give a list file 'path pid [camid]' "
+                            f"instead, or set IndexProcess.naming=none when ids are unknown") from None
     return pids, cams
 
 
-def with_market_ids(images: ImageList, key: str, drop_junk: bool = True) -> ImageList:
-    """Fill ids/cameras from file names; junk detections (id -1) are dropped as the datasets do."""
+def with_market_ids(images: ImageList, key: str, drop_junk: bool = True, strict: bool = True) -> ImageList:
+    """Fill ids/cameras from file names; junk detections (id -1) are dropped as the datasets do.
+    ``strict=False`` (a plain search): names that are not Market-style get ``UNKNOWN`` ids."""
+    if not strict:
+        parsed = [try_parse_name(p) or (UNKNOWN, UNKNOWN) for p in images.paths]
+        return ImageList(list(images.paths), np.asarray([p for p, _ in parsed], np.int64).reshape(-1),
+                         np.asarray([c for _, c in parsed], np.int64).reshape(-1))
     pids, cams = parse_market_names(images.paths, key)
     out = ImageList(list(images.paths), pids, cams)
     if drop_junk:
@@ -141,3 +146,34 @@ def read_rgb(path: str) -> np.ndarray:
         raise DataError(f"image not found: {path}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise DataError(f"cannot read image {path}: not a decodable image ({type(err).__name__}: {err})") from err
+
+
+MAX_LISTED = 20  # bad files named in the log; the JSON summary and bad_images.txt hold all
+
+
+def drop_unusable(images: ImageList, key: str, max_bad_ratio: float = 1.0) -> Tuple[ImageList, List[Tuple[str, str]]]:
+    """Decode-check every image (as training does): ``(usable images, [(path, reason)])``.
+
+    The bad ones are all listed in the log and skipped; DataError when none is usable or
+    when their share is above ``max_bad_ratio`` (``Global.max_bad_image_ratio``)."""
+    from ..data.integrity import check_image
+    from ..utils.logger import logger
+
+    reasons = [check_image(p, "full") for p in images.paths]  # deploy decodes every image anyway
+    bad = [(p, r) for p, r in zip(images.paths, reasons) if r]
+    if not bad:
+        return images, bad
+    listed = "\n".join(f"  {p}: {r}" for p, r in bad[:MAX_LISTED])
+    more = f"\n  ... and {len(bad) - MAX_LISTED} more (all in the JSON summary)" if len(bad) > MAX_LISTED else ""
+    share = len(bad) / len(images)
+    head = f"{len(bad)} of {len(images)} images from {key} are unusable ({100 * share:.1f}%)"
+    if len(images) == 1:
+        raise DataError(f"cannot read image {bad[0][0]} (from {key}): {bad[0][1]}")
+    if len(bad) == len(images):
+        raise DataError(f"{head}: nothing left to process:\n{listed}{more}")
+    if share > max_bad_ratio:
+        raise DataError(f"{head}, more than Global.max_bad_image_ratio={max_bad_ratio:g}: refusing to go on. Fix or "
+                        f"remove them, or raise the limit (-o Global.max_bad_image_ratio=1.0 skips any number):"
+                        f"\n{listed}{more}")
+    logger.warning(f"{head}; skipping them:\n{listed}{more}")
+    return images.select(np.asarray([not r for r in reasons], dtype=bool)), bad

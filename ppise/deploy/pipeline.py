@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..utils.logger import logger
 from .gallery import build_index, load_gallery, save_gallery, set_search_params
-from .images import ImageList, list_images, with_market_ids
+from .images import ImageList, drop_unusable, list_images, with_market_ids
 
 
 def _predictor(cfg: Dict[str, Any]):
@@ -25,8 +25,25 @@ def _predictor(cfg: Dict[str, Any]):
     return RecPredictor.from_config(cfg)
 
 
+def _skip_bad(images: ImageList, key: str, cfg: Dict[str, Any]) -> Tuple[ImageList, List[Dict[str, str]]]:
+    """Usable images and the skipped ones as JSON records (see ``drop_unusable``)."""
+    usable, bad = drop_unusable(images, key, cfg["Global"]["max_bad_image_ratio"])
+    return usable, [{"path": p, "reason": r} for p, r in bad]
+
+
+def _write_bad_list(out_dir: str, skipped: List[Dict[str, str]]) -> Optional[str]:
+    if not skipped:
+        return None
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "bad_images.txt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(f"{b['path']}\t{b['reason']}\n" for b in skipped))
+    return path
+
+
 def predict_images(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    images = list_images(cfg["Global"]["infer_imgs"], "Global.infer_imgs")
+    images, skipped = _skip_bad(list_images(cfg["Global"]["infer_imgs"], "Global.infer_imgs"), "Global.infer_imgs",
+                                cfg)
     predictor = _predictor(cfg)
     start = time.time()
     feats = predictor.extract(images.paths, normalize=cfg["RecPostProcess"]["feature_normalize"])
@@ -38,19 +55,28 @@ def predict_images(cfg: Dict[str, Any]) -> Dict[str, Any]:
     with open(list_path, "w", encoding="utf-8") as f:
         f.write("\n".join(images.paths) + "\n")
     logger.info(f"{len(images)} images -> features {list(feats.shape)} in {seconds:.2f}s: {feat_path}, {list_path}")
-    return {"features": feat_path, "image_list": list_path, "count": len(images), "dim": int(feats.shape[1]),
-            "seconds": round(seconds, 3)}
+    out = {"features": feat_path, "image_list": list_path, "count": len(images), "dim": int(feats.shape[1]),
+           "seconds": round(seconds, 3)}
+    return _with_skipped(out, skipped, out_dir)
+
+
+def _with_skipped(out: Dict[str, Any], skipped: List[Dict[str, str]], out_dir: str) -> Dict[str, Any]:
+    if skipped:
+        out["skipped"] = skipped
+        out["skipped_list"] = _write_bad_list(out_dir, skipped)
+    return out
 
 
 def labelled_images(path: Optional[str], key: str, naming: str, image_root: Optional[str] = None,
-                    delimiter: Optional[str] = None) -> ImageList:
+                    delimiter: Optional[str] = None, strict: bool = True) -> ImageList:
     """Images with ids: a list file carries them; a folder or file gets them from Market names
-    (junk id -1 dropped, as the evaluation datasets do) unless ``naming`` is 'none'."""
+    (junk id -1 dropped, as the evaluation datasets do) unless ``naming`` is 'none'.
+    ``strict=False`` (plain search): any name is taken, ids unknown where it is not Market-style."""
     images = list_images(path, key, image_root, delimiter)
     from_list = str(path).lower().endswith((".txt", ".list", ".lst")) and os.path.isfile(str(path))
     if from_list or naming == "none":
         return images
-    return with_market_ids(images, key)
+    return with_market_ids(images, key, drop_junk=strict, strict=strict)
 
 
 def build_gallery(cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -64,6 +90,7 @@ def build_gallery(cfg: Dict[str, Any]) -> Dict[str, Any]:
                           "(a list file 'path pid [camid]')")
     images = labelled_images(source, key, idx_cfg["naming"], idx_cfg["image_root"] if idx_cfg["data_file"] else None,
                              idx_cfg["delimiter"])
+    images, skipped = _skip_bad(images, key, cfg)
     predictor = _predictor(cfg)
     start = time.time()
     feats = predictor.extract(images.paths)
@@ -76,12 +103,13 @@ def build_gallery(cfg: Dict[str, Any]) -> Dict[str, Any]:
     files = save_gallery(idx_cfg["index_dir"], index, images.paths, images.pids, images.cams, meta)
     logger.info(f"gallery: {len(images)} images, {idx_cfg['index_method']} index, dim {feats.shape[1]}, "
                 f"{time.time() - start:.1f}s -> {idx_cfg['index_dir']}")
-    return {**files, "count": len(images), "dim": int(feats.shape[1]), "index_method": idx_cfg["index_method"]}
+    out = {**files, "count": len(images), "dim": int(feats.shape[1]), "index_method": idx_cfg["index_method"]}
+    return _with_skipped(out, skipped, idx_cfg["index_dir"])
 
 
 def search_queries(cfg: Dict[str, Any], k: Optional[int] = None, vis: Optional[str] = None,
-                   evaluate: bool = False, protocol: str = "market") -> Dict[str, Any]:
-    """Rank the gallery for every query; ``vis`` draws a PNG, ``evaluate`` adds metrics."""
+                   evaluate: bool = False, protocol: str = "market", vis_max: int = 50) -> Dict[str, Any]:
+    """Rank the gallery for every query; ``vis`` draws PNGs (``vis_max`` queries each), ``evaluate`` adds metrics."""
     from .search import evaluate_queries, hits_as_records, search
 
     idx_cfg = cfg["IndexProcess"]
@@ -91,7 +119,8 @@ def search_queries(cfg: Dict[str, Any], k: Optional[int] = None, vis: Optional[s
     gallery = load_gallery(idx_cfg["index_dir"])
     set_search_params(gallery.index, idx_cfg["nprobe"], idx_cfg["ef_search"])
     naming = idx_cfg["naming"] if not evaluate else "market"
-    queries = labelled_images(cfg["Global"]["infer_imgs"], "Global.infer_imgs", naming)
+    queries = labelled_images(cfg["Global"]["infer_imgs"], "Global.infer_imgs", naming, strict=evaluate)
+    queries, skipped = _skip_bad(queries, "Global.infer_imgs", cfg)
     predictor = _predictor(cfg)
     qfeats = predictor.extract(queries.paths)
     if qfeats.shape[1] != gallery.index.d:
@@ -103,13 +132,13 @@ def search_queries(cfg: Dict[str, Any], k: Optional[int] = None, vis: Optional[s
     results = hits_as_records(gallery, queries.paths, queries.pids, queries.cams, scores, rows, idx_cfg["score_thres"])
     out: Dict[str, Any] = {"index_method": gallery.meta.get("index_method"), "gallery_size": len(gallery),
                            "search_ms_per_query": round(ms, 4), "results": results}
+    _with_skipped(out, skipped, cfg["Global"]["output_dir"])
     if evaluate:
         out["metrics"] = evaluate_queries(gallery, qfeats, queries.pids, queries.cams, protocol=protocol, ann_k=k)
     if vis:
         from .visualize import draw_results
 
-        h, w = draw_results(results, vis, k)
-        out["vis"] = {"path": vis, "height": h, "width": w}
+        out["vis"] = draw_results(results, vis, k, max_rows=vis_max)
     return out
 
 

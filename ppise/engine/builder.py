@@ -7,6 +7,7 @@ import shutil
 from typing import Any, Dict
 
 from ..config import get, save as save_config
+from ..data.demo_data import is_demo_run
 from ..errors import ConfigError, TrainingError
 from ..utils import dist
 from ..utils.logger import get_logger, logger
@@ -24,7 +25,11 @@ def prepare_output_dir(cfg: Dict[str, Any]) -> str:
     out = glob["output_dir"]
     used = [m for m in RUN_MARKERS if os.path.exists(os.path.join(out, m))]
     if used and not glob.get("checkpoints") and dist.is_main():
-        if not glob.get("overwrite"):
+        demo = is_demo_run(cfg)  # the README's first command, run again: start over, say so
+        if demo:
+            logger.info(f"output dir {out} holds an earlier demo run: starting over (a run on other data is "
+                        f"never overwritten without -o Global.overwrite=True)")
+        elif not glob.get("overwrite"):
             raise TrainingError(
                 f"output dir {out} already holds a run ({', '.join(used)}); resume with "
                 f"-o Global.checkpoints={os.path.join(model_dir_of(cfg), 'latest')}, choose another "
@@ -83,7 +88,8 @@ def build_model_from_config(cfg: Dict[str, Any]):
             fitting = {k: state[k] for k in head_keys if k in state and list(state[k].shape) == list(own[k].shape)}
             model.set_state_dict(fitting)
             report["loaded"] += len(fitting)
-        logger.info(f"loaded {report['loaded']} tensors from {report['path']} (strict except head.*)")
+            if fitting:  # load_pretrained has already logged the other tensors
+                logger.info(f"loaded {len(fitting)} classifier head tensors from {report['path']} as well")
     return model
 
 

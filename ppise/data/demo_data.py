@@ -1,0 +1,75 @@
+"""The demo's synthetic data set: generated on first use, at the demo's own location only.
+
+``Global.synthetic_dataset: {ids: 100, seed: 0, ...}`` (the demo configs) generates the
+synthetic Market-format set when an ``image_root`` is the demo's location and holds no data
+yet. That location is ``./dataset/synthetic_demo`` unless ``synthetic_dataset.root`` names
+another one (the explicit way to ask for generation elsewhere). Any other ``image_root``
+must hold a data set: a mistyped path fails with ``dataset folder not found: ...`` as with
+every other config, instead of training on invented data. Pointing the demo config at real
+data (``-o DataLoader.*.dataset.image_root=...``) works as before.
+
+A demo run is one that trains on that generated set (:func:`is_demo_run`): re-running the
+README's first command then starts over in its output dir instead of refusing.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List
+
+from ..config import get
+from ..errors import ConfigError
+from ..utils import dist
+from ..utils.logger import logger
+
+DEMO_ROOT = "./dataset/synthetic_demo"
+_SPEC_KEYS = ("ids", "seed", "root")
+
+
+def _image_roots(cfg: Dict[str, Any]) -> List[str]:
+    roots = []
+    for path in ("DataLoader.Train.dataset.image_root", "DataLoader.Eval.Query.dataset.image_root", "DataLoader.Eval.Gallery.dataset.image_root"):
+        root = get(cfg, path, None)
+        if root and root not in roots:
+            roots.append(root)
+    return roots
+
+
+def _same(a: str, b: str) -> bool:
+    return os.path.normpath(os.path.abspath(os.path.expanduser(str(a)))) == \
+        os.path.normpath(os.path.abspath(os.path.expanduser(str(b))))
+
+
+def demo_root(cfg: Dict[str, Any]) -> str:
+    """Where the demo data is (to be) generated: ``Global.synthetic_dataset.root`` or the default."""
+    spec = cfg["Global"].get("synthetic_dataset") or {}
+    root = spec.get("root", DEMO_ROOT)
+    if not isinstance(root, str) or not root:
+        raise ConfigError(f"Global.synthetic_dataset.root={root!r} must be a folder path (default {DEMO_ROOT})")
+    return root
+
+
+def is_demo_run(cfg: Dict[str, Any]) -> bool:
+    """True when the config asks for the synthetic set and every image_root is its location."""
+    if not cfg["Global"].get("synthetic_dataset"):
+        return False
+    roots = _image_roots(cfg)
+    return bool(roots) and all(_same(r, demo_root(cfg)) for r in roots)
+
+
+def ensure_dataset(cfg: Dict[str, Any]) -> None:
+    """Generate the synthetic set at the demo's location when it is missing there."""
+    spec = cfg["Global"].get("synthetic_dataset")
+    if not spec:
+        return
+    from .synthetic import dataset_present, make_synthetic_reid
+
+    target = demo_root(cfg)
+    if dist.is_main():
+        for root in _image_roots(cfg):
+            if dataset_present(root) or not _same(root, target):
+                continue  # data there, or not the demo's location: the dataset itself says what is missing
+            logger.info(f"no dataset under {root}: generating the synthetic Market-format set ({spec})")
+            options = {k: v for k, v in spec.items() if k not in _SPEC_KEYS}
+            summary = make_synthetic_reid(root, num_ids=int(spec.get("ids", 100)), seed=int(spec.get("seed", 0)), **options)
+            logger.info(f"synthetic dataset ready: {summary}")
+    dist.barrier()
