@@ -14,8 +14,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import yaml
 
 from .errors import ConfigError
+from .utils.device import DEVICE_CHOICES
 
-SECTIONS = ("Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Cluster", "Infer")
+SECTIONS = ("Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Cluster", "Infer", "AMP")
 
 # Global keys ppise reads: name -> (allowed types, default). PaddleClas keys ppise ignores
 # are accepted from YAML with a warning so official configs load unchanged.
@@ -45,9 +46,10 @@ GLOBAL_SCHEMA: Dict[str, Tuple[tuple, Any]] = {
     "infer_imgs": ((str, _NONE), None),
     "synthetic_dataset": ((dict, _NONE), None),
     "sim_block_size": ((int,), 64),
+    "to_static": ((bool,), False),
 }
 CHOICES = {
-    "Global.device": ("cpu", "gpu"),
+    "Global.device": DEVICE_CHOICES,  # cpu, gpu, gpu:N, xpu[:N], npu[:N]
     "Global.eval_protocol": ("market", "paddleclas"),
     "Global.export_format": ("pir", "legacy"),
     "Global.eval_mode": ("retrieval",),

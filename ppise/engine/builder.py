@@ -92,6 +92,9 @@ def build_model_from_config(cfg: Dict[str, Any]):
             model.set_state_dict(fitting)
             report["loaded"] += len(fitting)
         logger.info(f"loaded {report['loaded']} tensors from {report['path']} (strict except head.*)")
+    from ..utils.device import tune_cpu_threads
+
+    tune_cpu_threads(model, glob)  # Global.cpu_threads null on CPU: threads by model size (logged)
     return model
 
 
