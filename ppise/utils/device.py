@@ -39,7 +39,6 @@ from .logger import logger
 DEFAULT_CPU_THREADS = 1  # until the model is measured (and for small models)
 DEFAULT_USE_MKLDNN = True
 PARALLEL_MIN_GMAC = 0.5  # multiply-adds per image from which a training step gains from >1 thread
-DEVICE_KINDS = ("cpu", "gpu", "xpu", "npu")
 _DEVICE_RE = re.compile(r"^(cpu|gpu|xpu|npu)(?::(\d+))?$")
 _state = {"cpu": False, "threads": DEFAULT_CPU_THREADS, "auto": False}  # what setup_device chose
 
