@@ -15,6 +15,7 @@ import yaml
 
 from .errors import ConfigError
 from .registry import check_arguments, split_spec
+from .utils.device import DEVICE_CHOICES
 
 SECTIONS = ("Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Cluster", "Infer", "AMP")
 
@@ -65,15 +66,18 @@ CLUSTER_SCHEMA: Dict[str, Tuple[tuple, Any]] = {
     "transform_ops": ((list, _NONE), None),
 }
 CLUSTER_DEFAULTS: Dict[str, Any] = {k: v for k, (_, v) in CLUSTER_SCHEMA.items()}
+# PaddleClas's AMP section: present means on (unless use_amp: False); checked only when present.
 AMP_SCHEMA: Dict[str, Tuple[tuple, Any]] = {
-    "use_amp": ((bool,), False),
+    "use_amp": ((bool,), True),
     "scale_loss": ((float,), 1.0),
     "use_dynamic_loss_scaling": ((bool,), True),
     "level": ((str,), "O1"),
     "dtype": ((str,), "float16"),
+    "use_promote": ((bool,), False),
+    "use_fp16_test": ((bool,), False),
 }
 CHOICES = {
-    "Global.device": ("cpu", "gpu", "gpu:N"),
+    "Global.device": DEVICE_CHOICES,  # cpu, gpu, gpu:N, xpu[:N], npu[:N]
     "Global.eval_protocol": ("market", "paddleclas"),
     "Global.export_format": ("pir", "legacy"),
     "Global.eval_mode": ("retrieval",),
@@ -298,13 +302,16 @@ def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
             raise ConfigError(f"section {section} must be a mapping, got {cfg[section]!r}")
     _check_section(cfg, "Global", warn, tolerated=PADDLECLAS_GLOBAL_KEYS)
     _check_section(cfg, "Cluster", warn)
-    _check_section(cfg, "AMP", warn)
+    if cfg.get("AMP") is not None:  # an absent AMP section means no AMP (PaddleClas)
+        _check_section(cfg, "AMP", warn)
     glob = cfg["Global"]
     for path, options in CHOICES.items():
+        if cfg.get(path.split(".")[0]) is None:
+            continue  # an optional section that is absent (AMP)
         value = get(cfg, path)
         if isinstance(value, str) and path in ("Cluster.knn", "Cluster.device"):
             value = value.lower()
-        if value not in options and not (path == "Global.device" and re.fullmatch(r"gpu:\d+", str(value))):
+        if value not in options:
             raise ConfigError(f"{path} must be one of {', '.join(options)}, got {value!r}")
     shape = glob["image_shape"]
     if len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape):

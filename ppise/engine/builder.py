@@ -90,6 +90,9 @@ def build_model_from_config(cfg: Dict[str, Any]):
             report["loaded"] += len(fitting)
             if fitting:  # load_pretrained has already logged the other tensors
                 logger.info(f"loaded {len(fitting)} classifier head tensors from {report['path']} as well")
+    from ..utils.device import tune_cpu_threads
+
+    tune_cpu_threads(model, glob)  # Global.cpu_threads null on CPU: threads by model size (logged)
     return model
 
 

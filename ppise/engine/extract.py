@@ -16,23 +16,29 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def extract_features(model, loader, normalize: bool = True, desc: str = "features", output_key: str = "features") -> Dict[str, np.ndarray]:
+def extract_features(model, loader, normalize: bool = True, desc: str = "features", output_key: str = "features",
+                     amp=None) -> Dict[str, np.ndarray]:
     """Run ``model`` over ``loader``; return feats/pids/cams/idx sorted by dataset index.
+
+    ``amp`` (``ppise.engine.amp.AmpSettings``) casts the forward pass when its eval flag is
+    set; features come back float32 either way.
 
     Each rank sees its shard of the batch sampler; padding indices repeated to even out
     shards are dropped after gathering, so the result is the whole dataset exactly once.
     """
     import paddle
 
+    from .amp import eval_precision
+
     was_training = model.training
     model.eval()
     feats, pids, cams, idxs = [], [], [], []
     start = time.time()
     total = len(loader)
-    with paddle.no_grad(), extraction_threads():
+    with paddle.no_grad(), extraction_threads(), eval_precision(amp) as to_float32:
         for i, (images, pid, cam, idx) in enumerate(loader):
             out = model(images)
-            feat = out[output_key] if isinstance(out, dict) else out
+            feat = to_float32(out[output_key] if isinstance(out, dict) else out)
             feats.append(feat.reshape([feat.shape[0], -1]).numpy().astype(np.float32))
             pids.append(np.asarray(pid).reshape(-1))
             cams.append(np.asarray(cam).reshape(-1))

@@ -1,0 +1,1 @@
+"""Training, evaluation, extraction and inference engine."""

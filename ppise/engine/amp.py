@@ -1,0 +1,232 @@
+"""Mixed precision (PaddleClas's ``AMP:`` section) and ``Global.to_static`` for ppise.
+
+The section and its keys are PaddleClas's, plus ``dtype``::
+
+    AMP:
+      use_amp: True                  # optional; a present section means on unless this is False
+      scale_loss: 128.0              # initial loss scale (float16 only)
+      use_dynamic_loss_scaling: True # float16 only
+      use_promote: False             # paddle.amp.auto_cast(use_promote=...)
+      use_fp16_test: False           # also cast eval-mode feature extraction (clustering, evaluation)
+      level: O1                      # O1: listed ops in low precision; O2: the whole model (weights kept in float32 masters)
+      dtype: float16                 # float16 (GPU) | bfloat16 (GPU with bf16, or a CPU: see below)
+
+What stays float32, always: the model's outputs are cast to float32 before any loss, so the
+cluster memory, its momentum update, the ISE support samples and every loss run in float32.
+The memory is an exponential moving average of L2-normalised features updated with
+momentum 0.2 and read through a softmax at temperature 0.05: a low-precision copy would
+lose the small updates (bfloat16 keeps 8 bits of mantissa, so ``0.8 * m + 0.2 * f`` moves
+``m`` by less than its rounding step once features agree) and the 1/0.05 logits overflow
+float16's range when scaled. Checkpoints stay float32 (``paddle.amp.decorate(...,
+save_dtype='float32')``), so a run resumes with AMP on or off.
+
+float16 needs loss scaling (``paddle.amp.GradScaler``); bfloat16 has float32's exponent
+range and needs none. Both are for GPUs (and XPU / custom devices). On CPU, Paddle 3.3's
+``auto_cast`` does nothing ("amp_guard can only be enabled on CUDAPlace, XPUPlace, and
+CustomPlace") and dygraph has no bfloat16 CPU ``conv2d`` kernel (``float64, float32`` only),
+so an ``AMP`` section on CPU is accepted, logged and ignored: the run is float32, as a
+PaddleClas config with ``AMP`` run on CPU is in PaddleClas. (The development CPUs have no
+``avx512_bf16`` either: ``grep bf16 /proc/cpuinfo``.) The low-precision compute paths are
+coded here but untested (no GPU on the development machines); what is tested on CPU is the
+plumbing: settings, the float32 casts before the objective, the scaler, and O2 decoration.
+
+``Global.to_static: True`` compiles the model's forward with ``paddle.jit.to_static`` (as
+PaddleClas's ``apply_to_static``); parameters and checkpoint keys are unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, Optional
+
+from ..config import _suggest
+from ..errors import ConfigError
+from ..utils.logger import logger
+
+AMP_KEYS = ("use_amp", "scale_loss", "use_dynamic_loss_scaling", "use_promote", "use_fp16_test", "level", "dtype")
+
+
+@dataclass(frozen=True)
+class AmpSettings:
+    enabled: bool = False
+    level: str = "O1"
+    dtype: str = "float16"
+    scale_loss: float = 1.0
+    use_dynamic_loss_scaling: bool = False
+    use_promote: bool = False
+    eval: bool = False  # cast eval-mode extraction too (use_fp16_test, forced by O2 as in PaddleClas)
+
+    @property
+    def needs_scaling(self) -> bool:
+        return self.enabled and self.dtype == "float16"
+
+
+def amp_settings(cfg: Dict[str, Any], device: Optional[str] = None) -> AmpSettings:
+    """Read and check the ``AMP`` section (absent or null: AMP off).
+
+    ``device`` (``cpu``, ``gpu:0``, ...; default ``Global.device``) refuses float16 on CPU.
+    """
+    section = cfg.get("AMP")
+    if section is None:
+        return AmpSettings()
+    if not isinstance(section, dict):
+        raise ConfigError(f"section AMP must be a mapping, got {section!r}")
+    for key in section:
+        if key not in AMP_KEYS:
+            raise ConfigError(f"unknown key AMP.{key}{_suggest(key, AMP_KEYS)}; keys: {', '.join(AMP_KEYS)}")
+    enabled = section.get("use_amp", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"AMP.use_amp must be true or false, got {enabled!r}")
+    level = section.get("level", "O1")
+    if level not in ("O1", "O2"):
+        raise ConfigError(f"AMP.level must be O1 or O2, got {level!r}")
+    dtype = section.get("dtype", "float16")
+    if dtype not in ("float16", "bfloat16"):
+        raise ConfigError(f"AMP.dtype must be float16 or bfloat16, got {dtype!r}")
+    device = str(device or (cfg.get("Global") or {}).get("device", "cpu"))
+    scale = section.get("scale_loss", 1.0)
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
+        raise ConfigError(f"AMP.scale_loss must be a positive number, got {scale!r}")
+    for key in ("use_dynamic_loss_scaling", "use_promote", "use_fp16_test"):
+        if not isinstance(section.get(key, False), bool):
+            raise ConfigError(f"AMP.{key} must be true or false, got {section[key]!r}")
+    if enabled and device.startswith("cpu"):
+        logger.warning(f"AMP ({dtype} {level}) ignored on CPU: Paddle's auto_cast acts on GPU/XPU/custom "
+                       f"devices only and has no CPU bfloat16 conv kernel; this run is float32")
+        enabled = False
+    return AmpSettings(
+        enabled=enabled, level=level, dtype=dtype, scale_loss=float(scale),
+        use_dynamic_loss_scaling=section.get("use_dynamic_loss_scaling", False),
+        use_promote=section.get("use_promote", False),
+        eval=enabled and (section.get("use_fp16_test", False) or level == "O2"),
+    )
+
+
+def autocast(amp: AmpSettings, is_eval: bool = False):
+    """Context for the model's forward pass: ``paddle.amp.auto_cast`` when AMP applies, else nothing."""
+    if not amp.enabled or (is_eval and not amp.eval):
+        return contextlib.nullcontext()
+    import paddle
+
+    return paddle.amp.auto_cast(enable=True, level=amp.level, dtype=amp.dtype, use_promote=amp.use_promote)
+
+
+def to_float32(outputs: Any) -> Any:
+    """Cast floating tensors of a model output (tensor or dict) to float32 (see the module docstring)."""
+    import paddle
+
+    if isinstance(outputs, dict):
+        return {k: to_float32(v) for k, v in outputs.items()}
+    if isinstance(outputs, paddle.Tensor) and outputs.dtype in (paddle.float16, paddle.bfloat16):
+        return outputs.astype("float32")
+    return outputs
+
+
+def decorate(model, optimizer=None, amp: Optional[AmpSettings] = None):
+    """O2: ``paddle.amp.decorate`` the model (and optimizer, which keeps float32 master weights).
+
+    Checkpoints are saved in float32 either way. Returns ``(model, optimizer)``; O1 and
+    AMP off return them unchanged.
+    """
+    if amp is None or not amp.enabled or amp.level != "O2":
+        return model, optimizer
+    import paddle
+
+    out = paddle.amp.decorate(models=model, optimizers=optimizer, level="O2", dtype=amp.dtype,
+                              master_weight=True, save_dtype="float32")
+    return out if optimizer is not None else (out, None)
+
+
+class AmpScaler:
+    """Backward and optimizer step with float16 loss scaling (``paddle.amp.GradScaler``), else plain.
+
+    ``state_dict``/``set_state_dict`` carry the dynamic scale across a resume (empty without scaling).
+    """
+
+    def __init__(self, amp: AmpSettings) -> None:
+        self.amp = amp
+        self.scaler = None
+        if amp.needs_scaling:
+            import paddle
+
+            self.scaler = paddle.amp.GradScaler(init_loss_scaling=amp.scale_loss,
+                                                use_dynamic_loss_scaling=amp.use_dynamic_loss_scaling)
+
+    def backward(self, loss) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.step(optimizer)  # unscales; skips the step on inf/nan gradients
+            self.scaler.update()
+        else:
+            optimizer.step()
+
+    def state_dict(self) -> Dict[str, Any]:
+        return dict(self.scaler.state_dict()) if self.scaler is not None else {}
+
+    def set_state_dict(self, state: Optional[Dict[str, Any]]) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
+
+
+class AmpTrainStep:
+    """One training step with the ``AMP`` settings: what the trainer calls per batch.
+
+    ``objective`` follows ppise's Objective contract (``losses(outputs, labels, progress)``
+    -> weighted ``loss_*`` tensors, ``update()`` after the optimizer step). The forward
+    runs under ``autocast``; the outputs are cast to float32 *before* the objective, so the
+    cluster memory, ISE supports and losses never see low precision (module docstring).
+    """
+
+    def __init__(self, model, objective, optimizer, amp: AmpSettings) -> None:
+        self.model, self.objective, self.optimizer, self.amp = model, objective, optimizer, amp
+        self.scaler = AmpScaler(amp)
+
+    def __call__(self, images, labels, progress: float) -> Dict[str, Any]:
+        with autocast(self.amp):
+            outputs = self.model(images)
+        outputs = to_float32(outputs)  # float32 from here on: memory, supports, losses
+        losses = self.objective.losses(outputs, labels, progress)
+        total = sum(losses.values())
+        self.scaler.backward(total)
+        self.scaler.step(self.optimizer)
+        self.optimizer.clear_grad()
+        self.objective.update()
+        return dict(losses, loss=total)
+
+
+def amp_train_step(model, objective, optimizer, images, labels, progress: float, amp: AmpSettings,
+                   scaler: Optional[AmpScaler] = None) -> Dict[str, Any]:
+    """Functional form of ``AmpTrainStep`` (pass the same ``scaler`` every step for float16)."""
+    step = AmpTrainStep(model, objective, optimizer, amp)
+    if scaler is not None:
+        step.scaler = scaler
+    return step(images, labels, progress)
+
+
+def apply_to_static(model, glob: Dict[str, Any], training: bool = True):
+    """``Global.to_static: True``: compile ``model``'s forward with ``paddle.jit.to_static`` (in place).
+
+    Training on CPU with oneDNN on aborts in Paddle 3.3's static backward
+    (``onednn_op.pool2d_grad raises dnnl::error``), so for training runs on CPU oneDNN is
+    switched off, with a warning. Returns the model.
+    """
+    if not glob.get("to_static"):
+        return model
+    import paddle
+
+    if training and paddle.device.get_device() == "cpu" and paddle.get_flags(["FLAGS_use_mkldnn"]).get("FLAGS_use_mkldnn"):
+        logger.warning("Global.to_static with training on CPU: oneDNN switched off (Paddle 3.3's static "
+                       "backward aborts in onednn pool2d_grad)")
+        paddle.set_flags({"FLAGS_use_mkldnn": False})
+    model.forward = paddle.jit.to_static(model.forward, full_graph=True)
+    logger.info("Global.to_static: model forward compiled with paddle.jit.to_static")
+    return model
+
+
+@contextlib.contextmanager
+def eval_precision(amp: Optional[AmpSettings]) -> Iterator[Callable]:
+    """For extraction: yields ``cast`` (to float32) and runs the body under the eval autocast."""
+    with autocast(amp or AmpSettings(), is_eval=True):
+        yield to_float32

@@ -1,0 +1,152 @@
+"""Dygraph inference with PaddleClas's ``Infer`` section: features (and gallery top-k) without exporting.
+
+    Infer:
+      infer_imgs: ./dataset/query          # an image, a folder (sorted, non-recursive) or a list file
+      batch_size: 32
+      transforms:                          # PaddleClas ops; default: DataLoader.Eval.Query's transform_ops
+        - DecodeImage: {to_rgb: True, channel_first: False}   # accepted: ppise decodes with PIL as its datasets do
+        - ResizeImage: {size: [128, 256], interpolation: bicubic, backend: pil}
+        - NormalizeImage: {scale: 0.00392157, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], order: ''}
+      PostProcess: null                    # or {name: Topk, topk: 5, gallery: ./dataset/bounding_box_test}
+      save_features: null                  # a .npz path: paths + features
+
+Without a gallery each image gives its feature (``Global.feature_normalize``: L2-normalised);
+with ``PostProcess: {name: Topk, gallery: ...}`` (or ``Infer.gallery``) each image gives its
+``topk`` most similar gallery images by cosine similarity. ``Global.infer_imgs`` is read
+when ``Infer.infer_imgs`` is absent. Decoding and default transforms equal the evaluation
+datasets', so a query's features here equal ``tools/eval.py``'s for the same weights.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from ..config import _suggest, get
+from ..errors import ConfigError
+from ..utils.logger import logger
+from .extract import extract_features
+
+INFER_KEYS = ("infer_imgs", "batch_size", "transforms", "PostProcess", "gallery", "topk", "save_features")
+POSTPROCESS_NAMES = ("Topk",)
+
+
+class ImageBatches:
+    """A loader over an ``ImageList``: ``(images, pids, cams, idx)`` batches as ``extract_features`` reads them."""
+
+    def __init__(self, images, transform, batch_size: int) -> None:
+        self.images, self.transform, self.batch_size = images, transform, batch_size
+
+    def __len__(self) -> int:
+        return (len(self.images) + self.batch_size - 1) // self.batch_size
+
+    def _load(self, path: str) -> np.ndarray:
+        from ..deploy.images import read_rgb
+
+        img = np.asarray(self.transform(read_rgb(path)), dtype=np.float32)
+        return img if self.transform.outputs_chw else img.transpose((2, 0, 1))  # as the datasets do
+
+    def __iter__(self):
+        import paddle
+
+        for start in range(0, len(self.images), self.batch_size):
+            stop = min(start + self.batch_size, len(self.images))
+            batch = np.stack([self._load(p) for p in self.images.paths[start:stop]])
+            yield (paddle.to_tensor(batch), self.images.pids[start:stop], self.images.cams[start:stop],
+                   np.arange(start, stop))
+
+
+def infer_settings(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The checked ``Infer`` section with defaults filled (a copy)."""
+    section = dict(cfg.get("Infer") or {})
+    for key in section:
+        if key not in INFER_KEYS:
+            raise ConfigError(f"unknown key Infer.{key}{_suggest(key, INFER_KEYS)}; keys: {', '.join(INFER_KEYS)}")
+    section.setdefault("infer_imgs", cfg["Global"].get("infer_imgs"))
+    if not section["infer_imgs"]:
+        raise ConfigError("Infer.infer_imgs is not set: give an image, a folder or a list file "
+                          "(-o Infer.infer_imgs=PATH)")
+    batch = section.setdefault("batch_size", 32)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ConfigError(f"Infer.batch_size must be a positive int, got {batch!r}")
+    post = section.get("PostProcess") or {}
+    if not isinstance(post, dict):
+        raise ConfigError(f"Infer.PostProcess must be a mapping such as {{name: Topk, topk: 5, gallery: PATH}}, got {post!r}")
+    if post and post.get("name") not in POSTPROCESS_NAMES:
+        raise ConfigError(f"Infer.PostProcess.name must be one of {', '.join(POSTPROCESS_NAMES)} "
+                          f"(re-ID retrieval), got {post.get('name')!r}")
+    section["gallery"] = post.get("gallery", section.get("gallery"))
+    section["topk"] = post.get("topk", section.get("topk", 5))
+    if not isinstance(section["topk"], int) or isinstance(section["topk"], bool) or section["topk"] < 1:
+        raise ConfigError(f"Infer top-k must be a positive int, got {section['topk']!r}")
+    if section.get("transforms") is None:
+        section["transforms"] = get(cfg, "DataLoader.Eval.Query.dataset.transform_ops", None)
+        if section["transforms"] is None:
+            raise ConfigError("Infer.transforms is not set and DataLoader.Eval.Query.dataset.transform_ops is absent")
+    return section
+
+
+def build_infer_transform(ops: Optional[List[Dict[str, Any]]], where: str = "Infer.transforms"):
+    """PaddleClas ops minus ``DecodeImage`` (images are decoded by PIL to RGB, as ppise's datasets do)."""
+    from ..data.transforms import build_transforms
+
+    kept = []
+    for i, op in enumerate(ops or []):
+        if isinstance(op, dict) and len(op) == 1 and "DecodeImage" in op:
+            params = op["DecodeImage"] or {}
+            if params.get("to_rgb", True) is False:
+                raise ConfigError(f"{where}[{i}].DecodeImage.to_rgb=False: ppise models are trained on RGB images")
+            continue
+        kept.append(op)
+    return build_transforms(kept, where)
+
+
+def image_features(model, images, transform, batch_size: int, normalize: bool = True, amp=None) -> np.ndarray:
+    """Float32 features of ``images`` (an ``ppise.deploy.images.ImageList``) in their order."""
+    out = extract_features(model, ImageBatches(images, transform, batch_size), normalize=normalize,
+                           desc="infer", amp=amp)
+    return out["feats"]
+
+
+def top_k(query: np.ndarray, gallery: np.ndarray, k: int):
+    """Indices and cosine scores of each query's ``k`` nearest gallery rows (L2-normalises both)."""
+    from .extract import l2_normalize
+
+    sims = l2_normalize(query) @ l2_normalize(gallery).T
+    k = min(k, gallery.shape[0])
+    idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(sims, idx, axis=1)
+
+
+def run_infer(model, cfg: Dict[str, Any], amp=None) -> List[Dict[str, Any]]:
+    """Features (or gallery top-k) for ``Infer.infer_imgs``; one result dict per image."""
+    from ..deploy.images import list_images
+
+    settings = infer_settings(cfg)
+    transform = build_infer_transform(settings["transforms"])
+    normalize = bool(cfg["Global"].get("feature_normalize", True))
+    queries = list_images(settings["infer_imgs"], "Infer.infer_imgs")
+    feats = image_features(model, queries, transform, settings["batch_size"], normalize, amp)
+    logger.info(f"infer: {len(queries)} image(s) -> {feats.shape[1]}-d features")
+    results: List[Dict[str, Any]] = []
+    if settings["gallery"]:
+        gallery = list_images(settings["gallery"], "Infer.PostProcess.gallery")
+        gallery_feats = image_features(model, gallery, transform, settings["batch_size"], normalize, amp)
+        idx, scores = top_k(feats, gallery_feats, settings["topk"])
+        for q, path in enumerate(queries.paths):
+            results.append({"file": path, "topk": [
+                {"file": gallery.paths[g], "score": round(float(s), 6), "pid": int(gallery.pids[g])}
+                for g, s in zip(idx[q], scores[q])]})
+    else:
+        for path, feat in zip(queries.paths, feats):
+            results.append({"file": path, "feature": [round(float(v), 6) for v in feat]})
+    if settings.get("save_features"):
+        path = settings["save_features"]
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            np.savez(f, paths=np.asarray(queries.paths), feats=feats)
+        os.replace(tmp, path)
+        logger.info(f"infer: features saved to {path}")
+    return results
