@@ -26,7 +26,7 @@ def ensure_dataset(cfg: Dict[str, Any]) -> None:
     spec = cfg["Global"].get("synthetic_dataset")
     if not spec:
         return
-    from .synthetic import dataset_present, make_synthetic_reid
+    from synthreid import dataset_present, make_synthetic_reid
 
     if dist.is_main():
         for root in _image_roots(cfg):
