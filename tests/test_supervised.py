@@ -9,7 +9,7 @@ import pytest
 
 from ppise.errors import ConfigError
 from ppise.loss import CELoss, TripletLossV2, build_losses
-from ppise.loss.supervised import SupervisedObjective
+from ppise.loss.supervised import SupervisedObjective, class_labels
 from ppise.loss.triplet import batch_hard_distances
 
 
@@ -100,3 +100,11 @@ def test_supervised_objective_rejects_cluster_losses():
         SupervisedObjective(build_losses([{"ClusterMemoryLoss": {"num_features": 8}}]))
     with pytest.raises(ConfigError):
         SupervisedObjective({})
+
+
+def test_class_labels_are_contiguous_and_checked():
+    np.testing.assert_array_equal(class_labels(np.array([1007, 1001, 1007, 1100]), 3), [1, 0, 1, 2])
+    with pytest.raises(ConfigError, match="class_num=4 but the training set has 3"):
+        class_labels(np.array([1007, 1001, 1007, 1100]), 4)
+    with pytest.raises(ConfigError, match="negative"):
+        class_labels(np.array([-1, 2]))

@@ -29,7 +29,7 @@ try:  # the Objective base of the trainer redesign (core); a plain Layer until i
 except ImportError:  # pragma: no cover - depends on merge order
     _Base = paddle.nn.Layer
 
-__all__ = ["SupervisedObjective", "SUPERVISED_LOSSES"]
+__all__ = ["SupervisedObjective", "SUPERVISED_LOSSES", "class_labels"]
 
 # loss name -> (output key it reads, key of the weighted term)
 SUPERVISED_LOSSES: Dict[str, tuple] = {
@@ -37,6 +37,26 @@ SUPERVISED_LOSSES: Dict[str, tuple] = {
     "TripletLossV2": ("features", "loss_triplet"),
     "SupConLoss": ("features", "loss_supcon"),
 }
+
+
+def class_labels(person_ids: np.ndarray, class_num: Optional[int] = None,
+                 where: str = "Arch.Head.class_num") -> np.ndarray:
+    """Raw person ids of the training images (ppise datasets keep them, e.g. 1001..1200) -> classes 0..C-1.
+
+    The trainer of a ``needs_clusters=False`` objective feeds these as the labels; ``class_num``
+    (the FC head's size) must equal the number of identities, as in PaddleClas's configs.
+    """
+    ids = np.asarray(person_ids).reshape(-1)
+    if ids.size == 0:
+        raise ConfigError("the training set has no images to take labels from")
+    if (ids < 0).any():
+        raise ConfigError("the training set holds images with a negative (junk) person id; a supervised run "
+                          "needs every training image labelled")
+    uniq, classes = np.unique(ids, return_inverse=True)
+    if class_num is not None and int(class_num) != uniq.size:
+        raise ConfigError(f"{where}={class_num} but the training set has {uniq.size} identities; "
+                          f"set -o {where}={uniq.size}")
+    return classes.astype(np.int64)
 
 
 class SupervisedObjective(_Base):
