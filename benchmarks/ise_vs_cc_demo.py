@@ -140,11 +140,12 @@ def report(results: List[Dict], seeds: Sequence[int]) -> str:
                 continue
             vals[m] = [v * scale for v in vs]
             mu, sd = mean_std(vals[m])
-            row.append(f"{m}: {mu:7.3f} +- {sd:6.3f}")
+            row.append(f"{m}: {mu:7.3f} +- {sd:6.3f}" if len(seeds) > 1 else f"{m}: {mu:7.3f}")
         if len(vals) == 2:
             d = [i - c for i, c in zip(vals["ise"], vals["cc"])]
             mu, lo, hi = paired_ci(d)
-            row.append(f"ISE - CC: {mu:+7.3f} [{lo:+.3f}, {hi:+.3f}]")
+            row.append(f"ISE - CC: {mu:+7.3f} [{lo:+.3f}, {hi:+.3f}]" if len(seeds) > 1
+                       else f"ISE - CC: {mu:+7.3f} (one seed: no interval)")
         lines.append(" | ".join(row))
     secs = {m: sum(by[(m, s)]["seconds"] for s in seeds) for m in names}
     lines.append("")

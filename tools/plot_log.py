@@ -103,6 +103,7 @@ def plot(groups: "OrderedDict[str, List[str]]", out: str, band: str = "std", tit
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     logs = OrderedDict((label, [read_log(p) for p in paths]) for label, paths in groups.items())
     panels = panel_keys([run for runs in logs.values() for run in runs])
@@ -133,6 +134,7 @@ def plot(groups: "OrderedDict[str, List[str]]", out: str, band: str = "std", tit
                 ax.fill_between(epochs, lo, hi, color=c, alpha=0.2, linewidth=0)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
