@@ -35,7 +35,7 @@ def test_triplet_picks_hardest_positive_and_negative():
     ap, an = batch_hard_distances(x, y)
     np.testing.assert_allclose(ap.numpy(), [3, 2, 3, 6, 6], atol=1e-5)   # farthest same id
     np.testing.assert_allclose(an.numpy(), [4, 3, 1, 1, 7], atol=1e-5)   # nearest other id
-    loss = TripletLossV2(margin=0.3, normalize_feature=False)({"features": x}, y)
+    loss = TripletLossV2(margin=0.3, normalize_feature=False, feature_from="features")({"features": x}, y)
     hinge = np.maximum(0.0, np.array([3, 2, 3, 6, 6]) - np.array([4, 3, 1, 1, 7]) + 0.3)
     assert float(loss) == pytest.approx(hinge.mean(), rel=1e-5)
 
@@ -60,9 +60,12 @@ def test_triplet_normalize_feature_uses_unit_vectors():
 def test_triplet_gradient_flows_and_keys():
     x = paddle.to_tensor(np.random.default_rng(0).normal(size=(8, 4)).astype("float32"), stop_gradient=False)
     y = _t([0, 0, 1, 1, 2, 2, 3, 3], "int64")
-    TripletLossV2(margin=0.3)({"features": x}, y).backward()
+    TripletLossV2(margin=0.3, feature_from="features")({"features": x}, y).backward()
     assert x.grad is not None and float(paddle.abs(x.grad).sum()) > 0
-    assert TripletLossV2(feat_from="backbone").feature_from == "backbone"
+    assert TripletLossV2(feat_from="features").feature_from == "features"
+    assert TripletLossV2().feature_from == "backbone" and TripletLossV2().margin == 0.5  # PaddleClas defaults
+    with pytest.raises(KeyError, match="backbone"):
+        TripletLossV2()({"features": x}, y)
     with pytest.raises(ConfigError):
         TripletLossV2(margin=-1)
     with pytest.raises(ConfigError):
@@ -73,7 +76,7 @@ def test_triplet_gradient_flows_and_keys():
 
 def test_supervised_objective_weights_and_contract():
     cfg = [{"CELoss": {"weight": 0.5, "epsilon": 0.1}},
-           {"TripletLossV2": {"weight": 2.0, "margin": 0.3, "normalize_feature": False}}]
+           {"TripletLossV2": {"weight": 2.0, "margin": 0.3, "normalize_feature": False, "feature_from": "features"}}]
     obj = SupervisedObjective.from_config(cfg)
     assert obj.needs_clusters is False
     rng = np.random.default_rng(1)

@@ -5,7 +5,7 @@ Assembled from the PaddleClas list form of ``Loss.Train``::
     Loss:
       Train:
         - CELoss: {weight: 1.0, epsilon: 0.1}                          # on outputs["logits"] (FC head)
-        - TripletLossV2: {weight: 1.0, margin: 0.3, normalize_feature: True}   # on outputs["features"]
+        - TripletLossV2: {weight: 1.0, margin: 0.3, feature_from: features}  # outputs["features"] (default "backbone")
 
 ``needs_clusters`` is False: the trainer feeds the dataset's own identity labels and never
 re-clusters; ``reset`` and ``update`` do nothing (no memory). ``losses`` returns the
@@ -31,11 +31,12 @@ except ImportError:  # pragma: no cover - depends on merge order
 
 __all__ = ["SupervisedObjective", "SUPERVISED_LOSSES", "class_labels"]
 
-# loss name -> (output key it reads, key of the weighted term)
+# loss name -> (what it reads, key of the weighted term); "outputs": the whole output dict,
+# the loss picks its key (TripletLossV2.feature_from: backbone | features)
 SUPERVISED_LOSSES: Dict[str, tuple] = {
     "CELoss": ("logits", "loss_ce"),
-    "TripletLossV2": ("features", "loss_triplet"),
-    "SupConLoss": ("features", "loss_supcon"),
+    "TripletLossV2": ("outputs", "loss_triplet"),
+    "SupConLoss": ("outputs", "loss_supcon"),
 }
 
 

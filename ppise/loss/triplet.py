@@ -4,8 +4,9 @@ For every anchor of a P x K batch: the farthest sample of its own identity (hard
 positive) and the nearest sample of another identity (hardest negative), then the margin
 ranking hinge ``mean(max(0, d(a, p) - d(a, n) + margin))`` over anchors, with Euclidean
 distances (of L2-normalised features when ``normalize_feature``). Same keys as PaddleClas:
-``margin``, ``normalize_feature``, ``feature_from`` (PaddleClas's code reads ``feat_from``;
-both spellings work). Returns an unweighted scalar; ``weight`` is applied by the objective.
+``margin`` (default 0.5), ``normalize_feature`` (True), ``feature_from`` (``backbone``, the
+pre-neck embedding, or ``features``, the BNNeck output; PaddleClas's code spells it
+``feat_from``, both spellings work), the same defaults as PaddleClas. Returns an unweighted scalar; ``weight`` is applied by the objective.
 """
 from __future__ import annotations
 
@@ -59,17 +60,15 @@ class TripletLossV2(nn.Layer):
         self.weight = float(weight)
         self.margin = float(margin)
         self.normalize_feature = bool(normalize_feature)
-        # ppise models output "features" (the BNNeck output); PaddleClas's "backbone" (the
-        # pre-neck embedding) is used when the output dict carries it.
-        self.feature_from = source or "features"
+        # PaddleClas's default reads the pre-neck embedding ("backbone"); "features" is the
+        # BNNeck output (the retrieval feature). A plain tensor input is used as it is.
+        self.feature_from = source or "backbone"
 
     def _features(self, x: Union[paddle.Tensor, Dict[str, paddle.Tensor]]) -> paddle.Tensor:
         if not isinstance(x, dict):
             return x
         if self.feature_from in x:
             return x[self.feature_from]
-        if "features" in x:
-            return x["features"]
         raise KeyError(f"TripletLossV2: output dict has no '{self.feature_from}' (keys: {sorted(x)})")
 
     def forward(self, features: Union[paddle.Tensor, Dict[str, paddle.Tensor]], labels: paddle.Tensor) -> paddle.Tensor:
