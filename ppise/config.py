@@ -47,6 +47,7 @@ GLOBAL_SCHEMA: Dict[str, Tuple[tuple, Any]] = {
     "overwrite": ((bool,), False),
     "infer_imgs": ((str, _NONE), None),
     "synthetic_dataset": ((dict, _NONE), None),
+    "pretrained_from": ((dict, _NONE), None),  # ppise.engine.pretrain_cache: how to make pretrained_model
     "sim_block_size": ((int,), 64),
     "to_static": ((bool,), False),
 }

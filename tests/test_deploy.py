@@ -48,7 +48,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
 
     from ppise.arch import build_model
     from ppise.config import get_config
-    from ppise.data.synthetic import make_synthetic_reid
+    from synthreid import make_synthetic_reid
     from ppise.deploy.export import export_model
 
     base = tmp_path_factory.mktemp("deploy")

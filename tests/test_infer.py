@@ -12,7 +12,7 @@ from tiny import DEMO, make_data, run_tool, tiny_overrides
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from ppise.data.synthetic import dataset_root
+    from synthreid import dataset_root
 
     data = make_data(str(tmp_path_factory.mktemp("infer_data")))
     root = dataset_root(data)

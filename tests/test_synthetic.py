@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ppise.data.synthetic import (MARKET_DIR, SPLITS, _make_identities, dataset_present, dataset_root,
-                                  make_synthetic_reid)
+from synthreid.synthetic import (MARKET_DIR, SPLITS, _make_identities, dataset_present, dataset_root,
+                                 make_source_set, make_synthetic_reid)
 from ppise.errors import ConfigError, DataError
 
 PADDLECLAS_RULE = re.compile(r"([-\d]+)_c(\d)")  # PaddleClas Market1501: searched in the path
@@ -202,3 +202,17 @@ def test_cli(tmp_path, capsys) -> None:
     assert dataset_present(out)
     assert cli.main(["--out", out, "--ids", "6"]) == 2  # refuses to overwrite silently
     assert "not empty" in capsys.readouterr().err
+
+
+def test_source_set_is_disjoint_and_mostly_train(tmp_path) -> None:
+    target = make_synthetic_reid(str(tmp_path / "t"), num_ids=10, seed=0, images_per_id=4)
+    source = make_source_set(str(tmp_path / "s"), num_ids=10, seed=0, images_per_id=4)
+    ids = {}
+    for key, s in (("t", target), ("s", source)):
+        ids[key] = {p for sp in SPLITS for _, p, _ in _records(s["root"], sp)} - {0, -1}
+    assert ids["t"] == set(range(1, 11)) and ids["s"] == set(range(1001, 1011))
+    assert source["seed"] == 1000 and source["num_train_ids"] == 8 and source["num_test_ids"] == 2
+    with pytest.raises(ConfigError, match="id_offset"):
+        make_synthetic_reid(str(tmp_path / "x"), num_ids=10, id_offset=1495)
+    with pytest.raises(ConfigError, match="train_fraction"):
+        make_synthetic_reid(str(tmp_path / "x"), num_ids=10, train_fraction=1.0)

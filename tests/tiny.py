@@ -11,7 +11,7 @@ DEMO = os.path.join(ROOT, "configs", "ise_demo.yaml")
 
 
 def make_data(path: str, ids: int = 24, seed: int = 5) -> str:
-    from ppise.data.synthetic import dataset_present, make_synthetic_reid
+    from synthreid import dataset_present, make_synthetic_reid
 
     if not dataset_present(path):
         make_synthetic_reid(path, num_ids=ids, seed=seed)

@@ -2,6 +2,7 @@
 
 Usage:
     python tools/make_synthetic_reid.py --out DIR --ids 100 --seed 0 [--images-per-id 12 20]
+    python tools/make_synthetic_reid.py --out DIR --ids 200 --source   # labelled source for pre-training
 
 The images land in DIR/market1501/Market-1501-v15.09.15/{bounding_box_train,bounding_box_test,query};
 the summary (counts, dataset root, seconds) is printed as JSON.
@@ -16,7 +17,7 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from ppise.data.synthetic import make_synthetic_reid  # noqa: E402
+from synthreid import make_source_set, make_synthetic_reid  # noqa: E402
 from ppise.errors import PpiseError  # noqa: E402
 
 
@@ -35,6 +36,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--occlusion-prob", type=float, default=None)
     p.add_argument("--crowd-prob", type=float, default=None)
     p.add_argument("--camera-strength", type=float, default=None, help="0 = cameras alike, 1 = default")
+    p.add_argument("--id-offset", type=int, default=None, help="identity numbers start at OFFSET+1 (default 0)")
+    p.add_argument("--train-fraction", type=float, default=None, help="share of identities in bounding_box_train (0.5)")
+    p.add_argument("--source", action="store_true",
+                   help="a labelled source set for pre-training: seed 1000+SEED, ids from 1001, 80%% train")
     p.add_argument("--overwrite", action="store_true", help="replace an existing synthetic set at --out")
     return p.parse_args(argv)
 
@@ -42,10 +47,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     keys = ("images_per_id", "cams_per_id", "distractor_ratio", "junk_ratio", "lookalike_prob",
-            "occlusion_prob", "crowd_prob", "camera_strength")
+            "occlusion_prob", "crowd_prob", "camera_strength", "id_offset", "train_fraction")
     options = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     try:
-        summary = make_synthetic_reid(args.out, num_ids=args.ids, seed=args.seed, overwrite=args.overwrite, **options)
+        make = make_source_set if args.source else make_synthetic_reid
+        summary = make(args.out, num_ids=args.ids, seed=args.seed, overwrite=args.overwrite, **options)
     except PpiseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

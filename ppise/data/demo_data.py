@@ -61,7 +61,7 @@ def ensure_dataset(cfg: Dict[str, Any]) -> None:
     spec = cfg["Global"].get("synthetic_dataset")
     if not spec:
         return
-    from .synthetic import dataset_present, make_synthetic_reid
+    from synthreid import dataset_present, make_synthetic_reid
 
     target = demo_root(cfg)
     if dist.is_main():

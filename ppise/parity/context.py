@@ -168,7 +168,7 @@ def prepare_data(opts: ParityOptions, work_dir: str) -> tuple:
             raise DataError(f"--data {opts.data!r} is the dataset folder itself; give its image_root (the folder "
                             f"holding market1501/Market-1501-v15.09.15, PaddleClas's image_root), e.g. --data {up}")
         return os.path.abspath(opts.data), None
-    from ..data.synthetic import dataset_present, make_synthetic_reid
+    from synthreid import dataset_present, make_synthetic_reid
 
     root = os.path.join(work_dir, "synthetic")
     if dataset_present(root):  # a kept --work-dir: same seed and size give the same files

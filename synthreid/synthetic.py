@@ -27,7 +27,7 @@ import numpy as np
 
 from ppise.errors import ConfigError, DataError
 
-__all__ = ["make_synthetic_reid", "dataset_present", "dataset_root", "MARKET_DIR", "SPLITS"]
+__all__ = ["make_synthetic_reid", "make_source_set", "dataset_present", "dataset_root", "MARKET_DIR", "SPLITS"]
 
 MARKET_DIR = os.path.join("market1501", "Market-1501-v15.09.15")
 SPLITS = ("bounding_box_train", "bounding_box_test", "query")
@@ -77,6 +77,8 @@ _DEFAULTS: Dict[str, Any] = {
     "occlusion_prob": 0.2,
     "crowd_prob": 0.3,           # another pedestrian partly in the box
     "camera_strength": 1.0,      # 0 = cameras alike, 1 = default cast/light/blur spread, up to 2
+    "id_offset": 0,              # identity numbers are id_offset+1 .. id_offset+num_ids
+    "train_fraction": 0.5,       # share of the identities in bounding_box_train (the rest test)
     "overwrite": False,
 }
 
@@ -614,6 +616,17 @@ def _check_options(num_ids: Any, seed: Any, options: Dict[str, Any]) -> Dict[str
     opts["camera_strength"] = _check_prob("camera_strength", opts["camera_strength"], hi=2.0)
     for key in ("distractor_ratio", "junk_ratio"):
         opts[key] = _check_prob(key, opts[key], hi=10.0)
+    off = opts["id_offset"]
+    if isinstance(off, bool) or not isinstance(off, (int, np.integer)) or not 0 <= int(off) <= MAX_IDS - int(num_ids):
+        raise ConfigError(f"synthetic 'id_offset'={off!r} must be an int in [0, {MAX_IDS} - num_ids] "
+                          f"(identity numbers stay <= {MAX_IDS})")
+    opts["id_offset"] = int(off)
+    frac = opts["train_fraction"]
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 < float(frac) < 1.0:
+        raise ConfigError(f"synthetic 'train_fraction'={frac!r} must lie in (0, 1)")
+    opts["train_fraction"] = float(frac)
+    if not 1 <= int(int(num_ids) * opts["train_fraction"]) <= int(num_ids) - 1:
+        raise ConfigError(f"synthetic num_ids={num_ids} with train_fraction={frac} leaves a split without identities")
     opts["overwrite"] = bool(opts["overwrite"])
     return opts
 
@@ -633,11 +646,12 @@ def _prepare_target(final: str, overwrite: bool) -> None:
 def make_synthetic_reid(out_dir: str, num_ids: int = 100, seed: int = 0, **options: Any) -> Dict[str, Any]:
     """Write a synthetic Market-1501 under ``out_dir/market1501/Market-1501-v15.09.15``.
 
-    Half the identities (rounded down) train, the rest test; each test identity gives one
+    ``train_fraction`` of the identities (default half, rounded down) train, the rest test; each test identity gives one
     query per camera it appears in, the rest of its images plus distractors (0000) and
     junk (-1) form ``bounding_box_test``. Options: ``images_per_id`` (min, max),
     ``cams_per_id`` (min, max), ``distractor_ratio``, ``junk_ratio``, ``lookalike_prob``,
-    ``occlusion_prob``, ``crowd_prob``, ``camera_strength``, ``overwrite``. The folder appears atomically
+    ``occlusion_prob``, ``crowd_prob``, ``camera_strength``, ``id_offset`` (identity numbers
+    start at ``id_offset + 1``), ``train_fraction``, ``overwrite``. The folder appears atomically
     (written to a temporary sibling, then renamed), so a crash never leaves a half set
     that :func:`dataset_present` would accept.
     """
@@ -654,8 +668,8 @@ def make_synthetic_reid(out_dir: str, num_ids: int = 100, seed: int = 0, **optio
 
     cams = _make_cameras(np.random.default_rng([seed, 1]), opts["camera_strength"])
     plan_rng = np.random.default_rng([seed, 0])
-    pids = plan_rng.permutation(np.arange(1, num_ids + 1))
-    n_train = num_ids // 2
+    pids = plan_rng.permutation(np.arange(1, num_ids + 1) + opts["id_offset"])
+    n_train = int(num_ids * opts["train_fraction"])
     train_ids = _make_identities(np.sort(pids[:n_train]), np.random.default_rng([seed, 2, 0]), opts["lookalike_prob"])
     test_ids = _make_identities(np.sort(pids[n_train:]), np.random.default_rng([seed, 2, 1]), opts["lookalike_prob"])
     tracklets = (_plan_tracklets(train_ids, "train", cams, plan_rng, opts["images_per_id"], opts["cams_per_id"])
@@ -708,3 +722,20 @@ def make_synthetic_reid(out_dir: str, num_ids: int = 100, seed: int = 0, **optio
         "num_junk": extras["junk"],
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+# Source sets for supervised pre-training: another seed family and identity numbers above
+# any demo target's (the demo uses 1..100), so source and target share no identity.
+SOURCE_SEED_OFFSET = 1000
+SOURCE_ID_OFFSET = 1000
+
+
+def make_source_set(out_dir: str, num_ids: int = 200, seed: int = 0, **options: Any) -> Dict[str, Any]:
+    """A labelled source set: seed ``SOURCE_SEED_OFFSET + seed`` (other people, other cameras),
+    identities numbered from ``SOURCE_ID_OFFSET + 1`` and 80 % of them in ``bounding_box_train``
+    (the rest give a small query/gallery to watch the pre-training). Same options as
+    :func:`make_synthetic_reid`; ``id_offset`` and ``train_fraction`` may be overridden.
+    """
+    options.setdefault("id_offset", min(SOURCE_ID_OFFSET, MAX_IDS - int(num_ids)))
+    options.setdefault("train_fraction", 0.8)
+    return make_synthetic_reid(out_dir, num_ids=num_ids, seed=SOURCE_SEED_OFFSET + int(seed), **options)
