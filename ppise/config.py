@@ -59,6 +59,7 @@ CLUSTER_DEFAULTS: Dict[str, Any] = {
     "min_samples": 4,
     "knn": "exact",
     "device": "cpu",
+    "gemm": "auto",  # exact kNN matrix products: auto (fastest measured) | numpy | paddle (ppise.cluster.gemm_backend)
 }
 
 
