@@ -101,6 +101,9 @@ def test_auto_picks_the_fastest_measured_and_rejects_wrong_products(monkeypatch)
     assert chosen.name == "other" and chosen.gflops == 20.0
     assert gemm_backend.select("auto") is chosen  # measured once per process
     assert len(calls) == 1
+    monkeypatch.setattr(gemm_backend, "GEMM_CHOICES", gemm_backend.GEMM_CHOICES + ("bad",))
+    with pytest.raises(ConfigError, match="products are wrong"):
+        gemm_backend.select("bad")  # forced, but still checked
 
 
 def test_forced_choice_and_config_validation():

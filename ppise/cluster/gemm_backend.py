@@ -241,6 +241,12 @@ def select(name: Optional[str] = None) -> GemmBackend:
     if name != "auto":
         if name not in found:
             raise ConfigError(f"Cluster.gemm: {name!r} is not available in this environment (have {sorted(found)})")
+        err = check_gemm(found[name])
+        if err > MAX_REL_ERROR:
+            raise ConfigError(
+                f"Cluster.gemm={name}: its matrix products are wrong in this environment (relative error {err:.2e} "
+                f"against float64; {blas_kernel(name)}); use Cluster.gemm: auto, which skips it"
+            )
         backend = GemmBackend(name, found[name], kernel=blas_kernel(name))
         logger.info(f"exact kNN matrix products: {backend.describe()} (forced by Cluster.gemm)")
         _chosen[name] = backend
