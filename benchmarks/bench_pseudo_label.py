@@ -9,6 +9,12 @@ grouped in look-alike families and seen by 6 cameras, noisy enough that DBSCAN e
 The exact kNN at N = 100,000 takes 10+ minutes on 2 cores: with ``--cache`` it runs once
 and later runs compare against its stored labels and neighbour lists (recall@k1, ARI).
 
+Beside each time it prints the floor the run's GEMM rate implies: 2 N^2 D flops (one full
+similarity product) at the best rate measured in that case's process by any available
+matrix-product backend (``ppise.cluster.gemm_backend``), and the ratio to it; and it names
+the backend the kNN chose and the BLAS kernel (OpenBLAS's ``architecture``). To see the
+generic-kernel case, start it with ``OPENBLAS_CORETYPE=Prescott``; ``--gemm`` forces a backend.
+
 ``--dense`` also runs the straightforward dense implementation (tests/dense_jaccard_reference.py
 + DBSCAN on the dense matrix) for N <= --dense-max and prints ratios.
 """
@@ -93,13 +99,36 @@ def _recall(rank: np.ndarray, ref: np.ndarray) -> float:
     return float(np.isin((ref[:, 1:] + base).ravel(), (rank + base).ravel()).mean())
 
 
-def worker(n: int, method: str, out_dir: str, dim: int, id_rank: int = 0, cache: str = "") -> Dict:
+# The floor's product: (FLOOR_ROWS x D) @ (D x FLOOR_ROWS), best of FLOOR_REPEATS, per backend.
+FLOOR_ROWS = 4096
+FLOOR_REPEATS = 3
+
+
+def gemm_rates(dim: int) -> Dict[str, float]:
+    """GFLOP/s of every available backend on a product the size of a kNN block, all cores."""
+    from ppise.cluster import gemm_backend
+    from ppise.cluster.gemm_knn import all_cores
+
+    with all_cores():
+        return gemm_backend.measure(gemm_backend.available(), rows=FLOOR_ROWS, dim=dim, repeats=FLOOR_REPEATS)
+
+
+def worker(n: int, method: str, out_dir: str, dim: int, id_rank: int = 0, cache: str = "", gemm: str = "auto") -> Dict:
+    from ppise.cluster import gemm_backend
+
     x, ids = make_features(n, dim, id_rank=id_rank)
+    t_sel = time.perf_counter()
+    with gemm_backend.preferred(gemm):
+        chosen = gemm_backend.select()  # once per process (training: once per run), so outside the timings
+    extra: Dict = {"gemm": chosen.name, "gemm_select_seconds": time.perf_counter() - t_sel, "kernel": chosen.kernel,
+                   "numpy_kernel": gemm_backend.blas_kernel("numpy")}
+    rates = gemm_rates(dim)  # before the case and after it: the floor takes the best
     rss_data = _peak_rss_mb()
     use = resource.getrusage(resource.RUSAGE_SELF)
     cpu_data = use.ru_utime + use.ru_stime  # CPU seconds spent making the data, not clustering
     key = os.path.join(cache, _cache_key(n, dim, id_rank)) if cache else ""
-    extra: Dict = {}
+    gemm_ctx = gemm_backend.preferred(gemm)
+    gemm_ctx.__enter__()
     if method == "dense":
         from sklearn.cluster import DBSCAN
 
@@ -148,16 +177,22 @@ def worker(n: int, method: str, out_dir: str, dim: int, id_rank: int = 0, cache:
             extra["recall"] = _recall(rank, np.load(key + "_rank.npy"))
         if method != "exact":
             np.save(os.path.join(out_dir, f"rank_{n}_{method}.npy"), rank)
+    gemm_ctx.__exit__(None, None, None)
     np.save(os.path.join(out_dir, f"labels_{n}_{method}.npy"), labels)
     stats.update(extra)
     use = resource.getrusage(resource.RUSAGE_SELF)
     stats["cpu_seconds"] = use.ru_utime + use.ru_stime - cpu_data
+    after = gemm_rates(dim)
+    rates = {k: max(v, after.get(k, 0.0)) for k, v in rates.items()}
+    stats["gemm_rates"] = rates
+    stats["floor_seconds"] = 2.0 * n * n * dim / (max(rates.values()) * 1e9)
     stats.update({"n": n, "knn": method, "peak_rss_mb": _peak_rss_mb(), "data_rss_mb": rss_data})
     return stats
 
 
-def run_case(n: int, method: str, out_dir: str, dim: int, id_rank: int = 0, cache: str = "") -> Dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(n), method, out_dir, "--dim", str(dim), "--id-rank", str(id_rank)]
+def run_case(n: int, method: str, out_dir: str, dim: int, id_rank: int = 0, cache: str = "", gemm: str = "auto") -> Dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(n), method, out_dir, "--dim", str(dim), "--id-rank", str(id_rank),
+           "--gemm", gemm]
     if cache:
         cmd += ["--cache", cache]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -183,11 +218,12 @@ def main(argv: List[str] = None) -> None:
         help="folder keeping the exact path's labels and neighbour lists per (N, dim, id-rank): an exact case found "
         "there is not run again, and approximate cases report recall@k1 and ARI against it",
     )
+    ap.add_argument("--gemm", default="auto", help="Cluster.gemm: auto (measure) | numpy | paddle | scipy | torch")
     ap.add_argument("--worker", nargs=3, metavar=("N", "METHOD", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         n, method, out = args.worker
-        print(json.dumps(worker(int(n), method, out, args.dim, args.id_rank, args.cache)))
+        print(json.dumps(worker(int(n), method, out, args.dim, args.id_rank, args.cache, args.gemm)))
         return
     out_dir = args.out or tempfile.mkdtemp(prefix="bench_pl_")
     os.makedirs(out_dir, exist_ok=True)
@@ -195,7 +231,8 @@ def main(argv: List[str] = None) -> None:
         os.makedirs(args.cache, exist_ok=True)
     head = (
         f"{'N':>7} {'knn':>6} {'knn s':>7} {'jacc s':>7} {'dbscan s':>8} {'total s':>8} {'cpu s':>7} {'non-knn s':>9} {'peak MB':>8} "
-        f"{'data MB':>8} {'clusters':>8} {'ARI true':>8} {'recall@k1':>9} {'est.':>6} {'probes':>6} {'ARI vs exact':>12}"
+        f"{'data MB':>8} {'clusters':>8} {'ARI true':>8} {'recall@k1':>9} {'est.':>6} {'probes':>6} {'ARI vs exact':>12} "
+        f"{'floor s':>7} {'knn/fl':>6} {'total/fl':>8} {'GFLOP/s':>7}  gemm (kernel)"
     )
     print(head, flush=True)
     for n in args.n:
@@ -206,7 +243,7 @@ def main(argv: List[str] = None) -> None:
             if method == "exact" and key and os.path.exists(key + "_labels.npy"):
                 print(f"{n:>7} {method:>6} (cached in {key}_labels.npy: not run again)", flush=True)
                 continue
-            r = run_case(n, method, out_dir, args.dim, args.id_rank, args.cache)
+            r = run_case(n, method, out_dir, args.dim, args.id_rank, args.cache, args.gemm)
             rows[method] = r
             if "error" in r:
                 print(f"{n:>7} {method:>6} ERROR {r['error']}", flush=True)
@@ -225,7 +262,15 @@ def main(argv: List[str] = None) -> None:
             print(
                 f"{n:>7} {method:>6} {r['knn_seconds']:>7.2f} {r['jaccard_seconds']:>7.2f} {r['dbscan_seconds']:>8.2f} "
                 f"{r['seconds']:>8.2f} {r['cpu_seconds']:>7.1f} {rest:>9.2f} {r['peak_rss_mb']:>8.0f} {r['data_rss_mb']:>8.0f} "
-                f"{r['num_clusters']:>8} {r['ari']:>8.4f} {rec:>9} {est:>6} {probes:>6} {vs:>12}",
+                f"{r['num_clusters']:>8} {r['ari']:>8.4f} {rec:>9} {est:>6} {probes:>6} {vs:>12} "
+                f"{r['floor_seconds']:>7.2f} {r['knn_seconds'] / r['floor_seconds']:>6.2f} {r['seconds'] / r['floor_seconds']:>8.2f} "
+                f"{max(r['gemm_rates'].values()):>7.0f}  {r['gemm']} ({r['kernel']})",
+                flush=True,
+            )
+            print(
+                f"{'':>7} rates (GFLOP/s, {FLOOR_ROWS}x{args.dim}x{FLOOR_ROWS}, best of before/after): "
+                + ", ".join(f"{k} {v:.0f}" for k, v in r["gemm_rates"].items())
+                + f"; {r['numpy_kernel']}; backend chosen in {r['gemm_select_seconds']:.2f} s",
                 flush=True,
             )
         if "dense" in rows and "exact" in rows and "error" not in rows["dense"] and "error" not in rows["exact"]:

@@ -21,6 +21,7 @@ from ppise.config import CLUSTER_DEFAULTS
 from ppise.errors import ConfigError
 from ppise.cluster.diagnostics import cluster_diagnostics
 from ppise.cluster.features import check_features
+from ppise.cluster.gemm_backend import check_choice, preferred
 from ppise.cluster.jaccard import check_k, jaccard_of_unit
 from ppise.cluster.knn import DEVICES, check_method
 from ppise.utils.arrays import l2_normalize
@@ -74,17 +75,22 @@ def pseudo_labels(
     true_ids: Optional[np.ndarray] = None,
     knn: str = "exact",
     device: str = "cpu",
+    gemm: str = "auto",
 ) -> PseudoLabels:
     """Cluster features into pseudo identities.
 
     ``device='gpu'`` runs the faiss search on GPU when faiss sees one, otherwise it warns
     and uses the CPU. Features are L2-normalised here (rows need not be unit already).
+    ``gemm`` picks the library of the exact kNN's matrix products (``gemm_backend``:
+    ``auto`` measures once per process and keeps the fastest).
     """
     check_k(k1, k2)
     _check_params(eps, min_samples, knn, device)
+    gemm = check_choice(gemm)
     t0 = time.perf_counter()
     x = check_features(features)
-    dist, stats = jaccard_of_unit(x, k1, k2, knn, device)
+    with preferred(gemm):
+        dist, stats = jaccard_of_unit(x, k1, k2, knn, device)
     t1 = time.perf_counter()
     labels = dbscan_sparse(dist, float(eps), int(min_samples))
     stats["dbscan_seconds"] = time.perf_counter() - t1
@@ -97,7 +103,7 @@ def pseudo_labels(
     return PseudoLabels(labels=labels, centroids=centroids, stats=stats)
 
 
-_CONFIG_DEFAULTS = {k: CLUSTER_DEFAULTS[k] for k in ("k1", "k2", "eps", "min_samples", "knn", "device")}
+_CONFIG_DEFAULTS = {k: CLUSTER_DEFAULTS[k] for k in ("k1", "k2", "eps", "min_samples", "knn", "device", "gemm")}
 
 
 def pseudo_labels_from_config(
@@ -105,7 +111,7 @@ def pseudo_labels_from_config(
 ) -> PseudoLabels:
     """``pseudo_labels`` with the keys of the ``Cluster`` config section (missing keys take defaults).
 
-    Keys other than k1, k2, eps, min_samples, knn, device are left to the caller (the
+    Keys other than k1, k2, eps, min_samples, knn, device, gemm are left to the caller (the
     section may hold hook settings); a bad value raises ConfigError naming ``Cluster.<key>``.
     """
     cfg = dict(_CONFIG_DEFAULTS)
@@ -113,7 +119,7 @@ def pseudo_labels_from_config(
         if not isinstance(cluster_cfg, Mapping):
             raise ConfigError(f"Cluster: expected a mapping of keys {sorted(_CONFIG_DEFAULTS)}, got {type(cluster_cfg).__name__}")
         cfg.update({k: v for k, v in cluster_cfg.items() if k in _CONFIG_DEFAULTS and v is not None})
-    for key in ("knn", "device"):
+    for key in ("knn", "device", "gemm"):
         if isinstance(cfg[key], str):
             cfg[key] = cfg[key].lower()
     return pseudo_labels(features, true_ids=true_ids, **cfg)
