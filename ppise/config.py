@@ -318,6 +318,8 @@ def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
     if len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape):
         raise ConfigError(f"Global.image_shape must be [C, H, W] positive ints, got {shape!r}")
     for path, (test, what) in RANGES.items():
+        if cfg.get(path.split(".")[0]) is None:
+            continue  # an optional section that is absent (AMP)
         value = get(cfg, path)
         if not test(value) or (isinstance(value, float) and value != value):  # nan fails every range
             raise ConfigError(f"{path} must be {what}, got {value!r}")
