@@ -84,7 +84,7 @@ CHOICES = {
     "Global.eval_mode": ("retrieval",),
     "Cluster.knn": ("exact", "ivf"),
     "Cluster.device": ("cpu", "gpu"),
-    "Cluster.gemm": ("auto", "numpy", "paddle"),
+    "Cluster.gemm": ("auto", "numpy", "scipy", "paddle", "torch"),
     "AMP.level": ("O1", "O2"),
     "AMP.dtype": ("float16", "bfloat16"),
 }
