@@ -111,7 +111,7 @@ def image_features(model, images, transform, batch_size: int, normalize: bool = 
 
 def top_k(query: np.ndarray, gallery: np.ndarray, k: int):
     """Indices and cosine scores of each query's ``k`` nearest gallery rows (L2-normalises both)."""
-    from .extract import l2_normalize
+    from ..utils.arrays import l2_normalize
 
     sims = l2_normalize(query) @ l2_normalize(gallery).T
     k = min(k, gallery.shape[0])
