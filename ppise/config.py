@@ -16,6 +16,7 @@ import yaml
 from .errors import ConfigError
 from .registry import check_arguments, split_spec
 from .utils.device import DEVICE_CHOICES
+from .utils.fileio import atomic_write
 
 SECTIONS = ("Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Cluster", "Infer", "AMP")
 
@@ -496,10 +497,8 @@ def save(cfg: Dict[str, Any], out_dir: str, name: str = "config.yaml") -> str:
     """Write the resolved config next to the run's outputs (atomically)."""
     os.makedirs(out_dir, exist_ok=True)
     dst = os.path.join(out_dir, name)
-    tmp = dst + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(dst, encoding="utf-8") as f:
         f.write(dump(cfg))
-    os.replace(tmp, dst)
     return dst
 
 

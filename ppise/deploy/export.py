@@ -29,6 +29,7 @@ import numpy as np
 from ..config import dump, get
 from ..errors import ConfigError, PpiseError
 from ..utils.arrays import l2_normalize
+from ..utils.fileio import ensure_writable_dir
 from ..utils.logger import logger
 from .model_info import (INFO_FILE, MODEL_FILES, PARAMS_FILE, check_deploy_ops, default_transform_ops,
                          describe_preprocess, write_info)
@@ -119,17 +120,6 @@ def _export_in_child(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return read_info(out_dir) or {}
 
 
-def _check_writable(out_dir: str) -> None:
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        probe = os.path.join(out_dir, ".write_test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as err:
-        raise ConfigError(f"Global.save_inference_dir {out_dir!r} is not writable: {err}") from err
-
-
 def _verify(out_dir: str, fmt: str, probe: np.ndarray, expected: np.ndarray) -> float:
     """Load the saved model with Paddle Inference; its output must match dygraph."""
     from .predictor import RecPredictor
@@ -157,7 +147,7 @@ def export_model(cfg: Dict[str, Any]) -> Dict[str, Any]:
         from ..utils.weights import resolve_weights_path
 
         resolve_weights_path(glob["pretrained_model"], "Global.pretrained_model")
-    _check_writable(out_dir)
+    ensure_writable_dir(out_dir, "Global.save_inference_dir")
     if fmt == "legacy" and _pir_enabled() and os.environ.get("PPISE_LEGACY_EXPORT") == "subprocess":
         return _export_in_child(cfg)
 
