@@ -392,10 +392,8 @@ def check_components(cfg: Dict[str, Any], warn=None, training: bool = False) -> 
     from .registry import BACKBONES, DATASETS, HEADS, LOSSES, LR_SCHEDULERS, METRICS, NECKS, OPTIMIZERS, SAMPLERS, TRANSFORMS
 
     def check(registry, spec, where, supplied=(), handled=()):
-        name, kwargs = component(spec, where)
-        factory = registry.get(name, f"{where}.name" if isinstance(spec, dict) and "name" in spec else where)
+        _, factory, kwargs, at = registry.resolve(spec, where)
         kwargs = {k: v for k, v in kwargs.items() if k not in handled}
-        at = where if isinstance(spec, dict) and "name" in spec else f"{where}.{name}"
         check_arguments(factory, kwargs, at, supplied=supplied, tolerated=PADDLECLAS_COMPONENT_KEYS, warn=warn)
 
     arch_cfg = cfg.get("Arch")

@@ -120,19 +120,27 @@ class Registry:
                               f"registered: {', '.join(self.names()) or '(none)'}")
         return self._items[name]
 
+    def resolve(self, spec: Any, where: str = "") -> Tuple[str, Callable[..., Any], Dict[str, Any], str]:
+        """``(name, factory, kwargs, path of the arguments)`` of a spec (``{name: X, ...}``,
+        ``{X: {...}}`` or a bare name); an unknown name fails at ``where.name`` or ``where``."""
+        if isinstance(spec, str):
+            return spec, self.get(spec, where), {}, where
+        name, kwargs = split_spec(spec, where)
+        named = "name" in spec
+        return name, self.get(name, f"{where}.name" if named else where), kwargs, where if named else f"{where}.{name}"
+
     def build(self, spec: Any, where: str = "", **supplied: Any) -> Any:
-        """Build from a spec (``{name: X, ...}`` or ``{X: {...}}``, or a bare name) plus the
-        arguments the code supplies; every config mistake is a ConfigError naming ``where``."""
-        name, kwargs = (spec, {}) if isinstance(spec, str) else split_spec(spec, where)
-        factory = self.get(name, where)
-        check_arguments(factory, kwargs, where, supplied=tuple(supplied))
+        """Build from a spec (see :meth:`resolve`) plus the arguments the code supplies; every
+        config mistake is a ConfigError naming its config path."""
+        name, factory, kwargs, at = self.resolve(spec, where)
+        check_arguments(factory, kwargs, at, supplied=tuple(supplied))
         try:
             return factory(**kwargs, **supplied)
         except TypeError as err:
-            raise ConfigError(f"{where}: cannot build {self.kind} '{name}': {err}") from None
+            raise ConfigError(f"{at}: cannot build {self.kind} '{name}': {err}") from None
         except (ValueError, ConfigError) as err:
             msg = str(err)
-            raise ConfigError(msg if where and where in msg else f"{where}: {msg}") from None
+            raise ConfigError(msg if at and at in msg else f"{at}: {msg}") from None
 
     def names(self) -> Iterable[str]:
         return sorted(self._items)
