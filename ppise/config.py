@@ -474,11 +474,6 @@ def _as_int(text: str) -> Optional[int]:
         return None
 
 
-def require(cfg: Dict[str, Any], *paths: str) -> None:
-    for path in paths:
-        get(cfg, path)
-
-
 def get_config(path: str, overrides: Optional[Sequence[str]] = None, warn=None) -> Dict[str, Any]:
     """Load ``path``, apply ``-o`` overrides in order, validate."""
     cfg = load_yaml(path)

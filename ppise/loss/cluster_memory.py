@@ -78,8 +78,6 @@ class ClusterMemoryLoss(nn.Layer):
             raise ConfigError(f"ClusterMemoryLoss: momentum must lie in [0, 1), got {momentum!r}")
         if update not in _UPDATES:
             raise ConfigError(f"ClusterMemoryLoss: update must be one of {_UPDATES}, got {update!r}")
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool):
-            raise ConfigError(f"ClusterMemoryLoss: weight must be a number, got {weight!r}")
         self.num_features = num_features
         self.temperature = float(temperature)
         self.momentum = float(momentum)
