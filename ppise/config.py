@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import yaml
 
 from .errors import ConfigError
-from .registry import check_arguments, split_spec
+from .registry import check_arguments, check_type, split_spec
 from .utils.device import DEVICE_CHOICES
 from .utils.fileio import atomic_write
 
@@ -249,18 +249,6 @@ def _suggest(word: str, options: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _type_name(types: tuple) -> str:
-    return " or ".join("null" if t is _NONE else t.__name__ for t in types)
-
-
-def _check_type(value: Any, types: tuple, path: str) -> None:
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if not ok and float in types and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
-        raise ConfigError(f"{path} must be {_type_name(types)}, got {value!r} ({type(value).__name__})")
-
-
 def _check_section(cfg: Dict[str, Any], section: str, warn, tolerated: Sequence[str] = ()) -> None:
     """The section ``section`` of ``cfg`` against SECTION_SCHEMAS (an absent section becomes {})."""
     node = cfg.get(section)
@@ -285,7 +273,7 @@ def check_section(node: Dict[str, Any], schema: Dict[str, Tuple[tuple, Any]], se
                 warn(f"{section}.{key} is a PaddleClas key ppise does not use; ignored" if key in tolerated
                      else f"{section}.{key} is not used by ppise{_suggest(key, schema)}")
             continue
-        _check_type(value, schema[key][0], f"{section}.{key}")
+        check_type(value, schema[key][0], f"{section}.{key}")
     for key, (_, default) in schema.items():
         node.setdefault(key, copy.deepcopy(default))
 

@@ -54,12 +54,15 @@ def _accepted_types(hint: Any) -> Optional[tuple]:
     return (origin,) if origin in (list, dict) else None
 
 
-def _type_ok(value: Any, types: tuple) -> bool:
+def check_type(value: Any, types: tuple, path: str) -> None:
+    """``value`` must be one of ``types`` (an int passes for a float, a bool never for an int)."""
     if isinstance(value, bool):
-        return bool in types
-    if isinstance(value, int) and float in types:
-        return True
-    return isinstance(value, types)
+        ok = bool in types
+    else:
+        ok = isinstance(value, types) or (isinstance(value, int) and float in types)
+    if not ok:
+        expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        raise ConfigError(f"{path} must be {expected}, got {value!r} ({type(value).__name__})")
 
 
 def check_arguments(factory: Callable[..., Any], kwargs: Dict[str, Any], where: str,
@@ -86,9 +89,8 @@ def check_arguments(factory: Callable[..., Any], kwargs: Dict[str, Any], where: 
                 continue
             raise ConfigError(f"{where}.{key}: unknown key{close_match(key, names)}; {where} accepts: {', '.join(names) or '(none)'}")
         types = _accepted_types(hints.get(key))
-        if types is not None and not _type_ok(value, types):
-            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise ConfigError(f"{where}.{key} must be {expected}, got {value!r} ({type(value).__name__})")
+        if types is not None:
+            check_type(value, types, f"{where}.{key}")
 
 
 class Registry:
