@@ -36,6 +36,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+from ppise.utils.arrays import l2_normalize  # noqa: E402
+
 
 def make_features(
     n: int,
@@ -79,8 +81,7 @@ def make_features(
         chunk = centre[inv] + 0.35 * cams[rng.integers(0, 6, e - s)]
         chunk += (nuisance * rng.standard_normal((e - s, rank), dtype=np.float32)) @ nuis
         chunk += noise * rng.standard_normal((e - s, dim), dtype=np.float32)
-        chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
-        x[s:e] = chunk
+        x[s:e] = l2_normalize(chunk)
     return x, ids
 
 

@@ -14,8 +14,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import yaml
 
 from .errors import ConfigError
-from .registry import check_arguments, split_spec
+from .registry import check_arguments, check_type, split_spec
 from .utils.device import DEVICE_CHOICES
+from .utils.fileio import atomic_write
 
 SECTIONS = ("Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Cluster", "Infer", "AMP")
 
@@ -248,18 +249,6 @@ def _suggest(word: str, options: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _type_name(types: tuple) -> str:
-    return " or ".join("null" if t is _NONE else t.__name__ for t in types)
-
-
-def _check_type(value: Any, types: tuple, path: str) -> None:
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if not ok and float in types and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
-        raise ConfigError(f"{path} must be {_type_name(types)}, got {value!r} ({type(value).__name__})")
-
-
 def _check_section(cfg: Dict[str, Any], section: str, warn, tolerated: Sequence[str] = ()) -> None:
     """The section ``section`` of ``cfg`` against SECTION_SCHEMAS (an absent section becomes {})."""
     node = cfg.get(section)
@@ -284,7 +273,7 @@ def check_section(node: Dict[str, Any], schema: Dict[str, Tuple[tuple, Any]], se
                 warn(f"{section}.{key} is a PaddleClas key ppise does not use; ignored" if key in tolerated
                      else f"{section}.{key} is not used by ppise{_suggest(key, schema)}")
             continue
-        _check_type(value, schema[key][0], f"{section}.{key}")
+        check_type(value, schema[key][0], f"{section}.{key}")
     for key, (_, default) in schema.items():
         node.setdefault(key, copy.deepcopy(default))
 
@@ -391,10 +380,8 @@ def check_components(cfg: Dict[str, Any], warn=None, training: bool = False) -> 
     from .registry import BACKBONES, DATASETS, HEADS, LOSSES, LR_SCHEDULERS, METRICS, NECKS, OPTIMIZERS, SAMPLERS, TRANSFORMS
 
     def check(registry, spec, where, supplied=(), handled=()):
-        name, kwargs = component(spec, where)
-        factory = registry.get(name, f"{where}.name" if isinstance(spec, dict) and "name" in spec else where)
+        _, factory, kwargs, at = registry.resolve(spec, where)
         kwargs = {k: v for k, v in kwargs.items() if k not in handled}
-        at = where if isinstance(spec, dict) and "name" in spec else f"{where}.{name}"
         check_arguments(factory, kwargs, at, supplied=supplied, tolerated=PADDLECLAS_COMPONENT_KEYS, warn=warn)
 
     arch_cfg = cfg.get("Arch")
@@ -475,11 +462,6 @@ def _as_int(text: str) -> Optional[int]:
         return None
 
 
-def require(cfg: Dict[str, Any], *paths: str) -> None:
-    for path in paths:
-        get(cfg, path)
-
-
 def get_config(path: str, overrides: Optional[Sequence[str]] = None, warn=None) -> Dict[str, Any]:
     """Load ``path``, apply ``-o`` overrides in order, validate."""
     cfg = load_yaml(path)
@@ -496,10 +478,8 @@ def save(cfg: Dict[str, Any], out_dir: str, name: str = "config.yaml") -> str:
     """Write the resolved config next to the run's outputs (atomically)."""
     os.makedirs(out_dir, exist_ok=True)
     dst = os.path.join(out_dir, name)
-    tmp = dst + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(dst, encoding="utf-8") as f:
         f.write(dump(cfg))
-    os.replace(tmp, dst)
     return dst
 
 

@@ -54,12 +54,15 @@ def _accepted_types(hint: Any) -> Optional[tuple]:
     return (origin,) if origin in (list, dict) else None
 
 
-def _type_ok(value: Any, types: tuple) -> bool:
+def check_type(value: Any, types: tuple, path: str) -> None:
+    """``value`` must be one of ``types`` (an int passes for a float, a bool never for an int)."""
     if isinstance(value, bool):
-        return bool in types
-    if isinstance(value, int) and float in types:
-        return True
-    return isinstance(value, types)
+        ok = bool in types
+    else:
+        ok = isinstance(value, types) or (isinstance(value, int) and float in types)
+    if not ok:
+        expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        raise ConfigError(f"{path} must be {expected}, got {value!r} ({type(value).__name__})")
 
 
 def check_arguments(factory: Callable[..., Any], kwargs: Dict[str, Any], where: str,
@@ -86,9 +89,8 @@ def check_arguments(factory: Callable[..., Any], kwargs: Dict[str, Any], where: 
                 continue
             raise ConfigError(f"{where}.{key}: unknown key{close_match(key, names)}; {where} accepts: {', '.join(names) or '(none)'}")
         types = _accepted_types(hints.get(key))
-        if types is not None and not _type_ok(value, types):
-            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise ConfigError(f"{where}.{key} must be {expected}, got {value!r} ({type(value).__name__})")
+        if types is not None:
+            check_type(value, types, f"{where}.{key}")
 
 
 class Registry:
@@ -120,19 +122,27 @@ class Registry:
                               f"registered: {', '.join(self.names()) or '(none)'}")
         return self._items[name]
 
+    def resolve(self, spec: Any, where: str = "") -> Tuple[str, Callable[..., Any], Dict[str, Any], str]:
+        """``(name, factory, kwargs, path of the arguments)`` of a spec (``{name: X, ...}``,
+        ``{X: {...}}`` or a bare name); an unknown name fails at ``where.name`` or ``where``."""
+        if isinstance(spec, str):
+            return spec, self.get(spec, where), {}, where
+        name, kwargs = split_spec(spec, where)
+        named = "name" in spec
+        return name, self.get(name, f"{where}.name" if named else where), kwargs, where if named else f"{where}.{name}"
+
     def build(self, spec: Any, where: str = "", **supplied: Any) -> Any:
-        """Build from a spec (``{name: X, ...}`` or ``{X: {...}}``, or a bare name) plus the
-        arguments the code supplies; every config mistake is a ConfigError naming ``where``."""
-        name, kwargs = (spec, {}) if isinstance(spec, str) else split_spec(spec, where)
-        factory = self.get(name, where)
-        check_arguments(factory, kwargs, where, supplied=tuple(supplied))
+        """Build from a spec (see :meth:`resolve`) plus the arguments the code supplies; every
+        config mistake is a ConfigError naming its config path."""
+        name, factory, kwargs, at = self.resolve(spec, where)
+        check_arguments(factory, kwargs, at, supplied=tuple(supplied))
         try:
             return factory(**kwargs, **supplied)
         except TypeError as err:
-            raise ConfigError(f"{where}: cannot build {self.kind} '{name}': {err}") from None
+            raise ConfigError(f"{at}: cannot build {self.kind} '{name}': {err}") from None
         except (ValueError, ConfigError) as err:
             msg = str(err)
-            raise ConfigError(msg if where and where in msg else f"{where}: {msg}") from None
+            raise ConfigError(msg if at and at in msg else f"{at}: {msg}") from None
 
     def names(self) -> Iterable[str]:
         return sorted(self._items)

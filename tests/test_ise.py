@@ -1,6 +1,6 @@
 """ISE core: ISESupport (PLI supports), LabelPreservingLoss, ClusterMemoryLoss, build_losses.
 
-Each batched implementation is checked against the DESIGN.md formula written the slow,
+Each batched implementation is checked against the docs/design.md formula written the slow,
 obvious way (per-sample Python loops here in the test).
 """
 from __future__ import annotations
@@ -135,7 +135,7 @@ def test_head_rejects_bad_config_and_bad_batches():
 
 # ----------------------------------------------------------------------------- LP loss
 def naive_lp(f, s, y, ys, tau):
-    """DESIGN.md LP loss, one sample and one identity at a time (float64, autograd)."""
+    """docs/design.md LP loss, one sample and one identity at a time (float64, autograd)."""
     f = paddle.nn.functional.normalize(f, axis=1)
     y, ys = y.tolist(), ys.tolist()
     total = 0.0

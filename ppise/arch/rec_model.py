@@ -12,14 +12,14 @@ from __future__ import annotations
 import copy
 import difflib
 import re
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ppise.errors import ConfigError
-from ppise.registry import BACKBONES, HEADS, NECKS, Registry
+from ppise.registry import BACKBONES, HEADS, NECKS
 from ppise.utils.logger import logger
 from ppise.utils.weights import load_pretrained, resolve_weights_path
 
@@ -139,22 +139,6 @@ def _check_component_cfg(cfg: Any, where: str) -> Dict[str, Any]:
     return copy.deepcopy(cfg)
 
 
-def _call(builder: Callable[..., Any], kind: str, name: str, kwargs: Dict[str, Any], where: str) -> Any:
-    try:
-        return builder(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"cannot build {kind} '{name}' from config {where}: {err}") from err
-    except ConfigError as err:
-        msg = str(err)
-        raise ConfigError(msg if where in msg else f"{where}: {msg}") from err
-
-
-def _build_from(registry: Registry, cfg: Any, where: str) -> nn.Layer:
-    cfg = _check_component_cfg(cfg, where)
-    name = cfg.pop("name")
-    return _call(registry.get(name, where=f"{where}.name"), registry.kind, name, cfg, where)
-
-
 def _unknown_backbone(name: str, where: str) -> ConfigError:
     ours = list(BACKBONES.names())
     close = difflib.get_close_matches(name, ours, n=3, cutoff=0.6) + paddleclas_zoo.close_paddleclas_names(name)
@@ -183,7 +167,7 @@ def build_backbone(cfg: Any, where: str = "Arch.Backbone", skip_pretrained: bool
     pretrained = cfg.pop("pretrained", False)
     cfg.pop("use_ssld", None)  # only selects which ImageNet file to download: meaningless offline
     if name in BACKBONES:
-        backbone = _call(BACKBONES.get(name), "backbone", name, cfg, where)
+        backbone = BACKBONES.build(dict(cfg, name=name), where)
     else:
         builder = paddleclas_zoo.find_paddleclas_backbone(name)
         if builder is None:
@@ -229,8 +213,8 @@ def build_model(arch_cfg: Dict[str, Any], where: str = "Arch", skip_backbone_pre
     backbone = build_backbone(arch_cfg["Backbone"], f"{where}.Backbone", skip_backbone_pretrained)
     if arch_cfg.get("BackboneStopLayer") is not None:
         apply_stop_layer(backbone, arch_cfg["BackboneStopLayer"], f"{where}.BackboneStopLayer")
-    neck = _build_from(NECKS, arch_cfg["Neck"], f"{where}.Neck") if arch_cfg.get("Neck") is not None else None
-    head = _build_from(HEADS, arch_cfg["Head"], f"{where}.Head") if arch_cfg.get("Head") is not None else None
+    neck = NECKS.build(copy.deepcopy(arch_cfg["Neck"]), f"{where}.Neck") if arch_cfg.get("Neck") is not None else None
+    head = HEADS.build(copy.deepcopy(arch_cfg["Head"]), f"{where}.Head") if arch_cfg.get("Head") is not None else None
     infer_key = arch_cfg.get("infer_output_key", "features")
     if infer_key not in OUTPUT_KEYS:
         raise ConfigError(f"{where}.infer_output_key must be one of {list(OUTPUT_KEYS)}, got {infer_key!r}")

@@ -18,25 +18,19 @@ OpenBLAS and Paddle may have been limited to one thread (training sets
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from typing import Iterator, Optional, Tuple
 
 import faiss
 import numpy as np
 
+from ppise.utils.device import cpu_count as _cores
+
 # Rows x columns of one similarity block: 2048 x 16384 float32 = 128 MB, reused.
 QUERY_BLOCK = 2048
 DATA_BLOCK = 16384
 # Side of the square blocks of a self-search (x against x): 4096 x 4096 float32 = 64 MB, twice.
 SELF_BLOCK = 4096
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
 
 
 def paddle_threads() -> Optional[int]:

@@ -96,28 +96,8 @@ _PR_SET_PDEATHSIG = 1
 WATCH_SECONDS = 0.2
 
 
-def remove_own_shm_files(pid: Optional[int] = None) -> int:
-    """Unlink the ``/dev/shm/paddle_<pid>_*`` segments of ``pid`` (default: this process)."""
-    pid = os.getpid() if pid is None else pid
-    removed = 0
-    try:
-        names = os.listdir(SHM_DIR)
-    except OSError:
-        return 0
-    for name in names:
-        match = _SHM_FILE.match(name)
-        if match and int(match.group(1)) == pid:
-            try:
-                os.unlink(os.path.join(SHM_DIR, name))
-                removed += 1
-            except OSError:
-                pass
-    return removed
-
-
-def remove_stale_shm_files() -> int:
-    """Unlink this user's ``/dev/shm/paddle_<pid>_*`` files whose creating process is gone
-    (left by workers killed before they could clean up, e.g. by the OOM killer)."""
+def _remove_shm_files(doomed) -> int:
+    """Unlink the ``/dev/shm/paddle_<pid>_*`` files for which ``doomed(path, pid)`` is true."""
     removed = 0
     try:
         names = os.listdir(SHM_DIR)
@@ -127,12 +107,24 @@ def remove_stale_shm_files() -> int:
         match = _SHM_FILE.match(name)
         path = os.path.join(SHM_DIR, name)
         try:
-            if match and os.stat(path).st_uid == os.getuid() and not _alive(int(match.group(1))):
+            if match and doomed(path, int(match.group(1))):
                 os.unlink(path)
                 removed += 1
         except OSError:
             pass
     return removed
+
+
+def remove_own_shm_files(pid: Optional[int] = None) -> int:
+    """Unlink the ``/dev/shm/paddle_<pid>_*`` segments of ``pid`` (default: this process)."""
+    pid = os.getpid() if pid is None else pid
+    return _remove_shm_files(lambda path, owner: owner == pid)
+
+
+def remove_stale_shm_files() -> int:
+    """Unlink this user's ``/dev/shm/paddle_<pid>_*`` files whose creating process is gone
+    (left by workers killed before they could clean up, e.g. by the OOM killer)."""
+    return _remove_shm_files(lambda path, owner: os.stat(path).st_uid == os.getuid() and not _alive(owner))
 
 
 def _alive(pid: int) -> bool:

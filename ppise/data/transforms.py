@@ -398,20 +398,4 @@ def build_transforms(ops_cfg: Union[None, List[Dict[str, Any]], Compose], where:
     if not isinstance(ops_cfg, list):
         raise ConfigError(f"{where} must be a list of single-key mappings like '- ResizeImage: {{size: [128, 256]}}', "
                           f"got {type(ops_cfg).__name__}")
-    ops = []
-    for i, item in enumerate(ops_cfg):
-        here = f"{where}[{i}]"
-        if not (isinstance(item, dict) and len(item) == 1):
-            raise ConfigError(f"{here} must be a single-key mapping {{OpName: {{params}}}}, got {item!r}")
-        (name, params), = item.items()
-        params = {} if params is None else params
-        if not isinstance(params, dict):
-            raise ConfigError(f"{here}.{name} parameters must be a mapping, got {params!r}")
-        cls = TRANSFORMS.get(name, where=here)
-        try:
-            ops.append(cls(**params))
-        except ConfigError as err:
-            raise ConfigError(f"{here}.{name}: {err}") from None
-        except TypeError as err:
-            raise ConfigError(f"{here}.{name}: bad parameters {sorted(params)}: {err}") from None
-    return Compose(ops)
+    return Compose([TRANSFORMS.build(item, f"{where}[{i}]") for i, item in enumerate(ops_cfg)])

@@ -28,6 +28,8 @@ import numpy as np
 
 from ..config import dump, get
 from ..errors import ConfigError, PpiseError
+from ..utils.arrays import l2_normalize
+from ..utils.fileio import ensure_writable_dir
 from ..utils.logger import logger
 from .model_info import (INFO_FILE, MODEL_FILES, PARAMS_FILE, check_deploy_ops, default_transform_ops,
                          describe_preprocess, write_info)
@@ -118,17 +120,6 @@ def _export_in_child(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return read_info(out_dir) or {}
 
 
-def _check_writable(out_dir: str) -> None:
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        probe = os.path.join(out_dir, ".write_test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as err:
-        raise ConfigError(f"Global.save_inference_dir {out_dir!r} is not writable: {err}") from err
-
-
 def _verify(out_dir: str, fmt: str, probe: np.ndarray, expected: np.ndarray) -> float:
     """Load the saved model with Paddle Inference; its output must match dygraph."""
     from .predictor import RecPredictor
@@ -138,11 +129,8 @@ def _verify(out_dir: str, fmt: str, probe: np.ndarray, expected: np.ndarray) -> 
     got = predictor.run(probe)
     if got.shape != expected.shape:
         raise PpiseError(f"exported model {out_dir} gives shape {got.shape}, dygraph {expected.shape}")
-    def unit(a: np.ndarray) -> np.ndarray:  # raw features can be ~1e4: compare directions, as retrieval does
-        a = a.reshape(a.shape[0], -1).astype(np.float64)
-        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-
-    diff = float(np.max(np.abs(unit(got) - unit(expected))))
+    # raw features can be ~1e4: compare directions, as retrieval does
+    diff = float(np.max(np.abs(l2_normalize(got.reshape(len(got), -1)) - l2_normalize(expected.reshape(len(got), -1)))))
     if not diff <= EXPORT_TOLERANCE:
         raise PpiseError(f"exported model {out_dir} differs from the dygraph model by {diff:.2e} "
                          f"(> {EXPORT_TOLERANCE}): the export is broken")
@@ -159,7 +147,7 @@ def export_model(cfg: Dict[str, Any]) -> Dict[str, Any]:
         from ..utils.weights import resolve_weights_path
 
         resolve_weights_path(glob["pretrained_model"], "Global.pretrained_model")
-    _check_writable(out_dir)
+    ensure_writable_dir(out_dir, "Global.save_inference_dir")
     if fmt == "legacy" and _pir_enabled() and os.environ.get("PPISE_LEGACY_EXPORT") == "subprocess":
         return _export_in_child(cfg)
 

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..utils.fileio import atomic_path, atomic_write
 from ..utils.logger import logger
 
 INDEX_FILE = "vector.index"
@@ -102,13 +103,12 @@ def save_gallery(index_dir: str, index, paths: List[str], pids: np.ndarray, cams
     except OSError as err:
         raise ConfigError(f"IndexProcess.index_dir {index_dir!r} cannot be created: {err}") from err
     index_path, map_path = os.path.join(index_dir, INDEX_FILE), os.path.join(index_dir, ID_MAP_FILE)
-    faiss.write_index(index, index_path + ".tmp")
-    os.replace(index_path + ".tmp", index_path)
+    with atomic_path(index_path) as tmp:
+        faiss.write_index(index, tmp)
     record = {**meta, "count": len(paths), "dim": int(index.d), "paths": list(paths),
               "pids": [int(p) for p in pids], "cams": [int(c) for c in cams]}
-    with open(map_path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_write(map_path, encoding="utf-8") as f:
         json.dump(record, f)
-    os.replace(map_path + ".tmp", map_path)
     return {"index": index_path, "id_map": map_path}
 
 

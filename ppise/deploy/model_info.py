@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from ..errors import ConfigError
+from ..utils.fileio import atomic_write
 
 INFO_FILE = "inference.yml"
 PARAMS_FILE = "inference.pdiparams"
@@ -81,11 +82,9 @@ class _PlainDumper(yaml.SafeDumper):
 
 def write_info(model_dir: str, info: Dict[str, Any]) -> str:
     path = os.path.join(model_dir, INFO_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, encoding="utf-8") as f:
         f.write("# Written by tools/export_model.py: everything deploy needs, no training config required.\n")
         yaml.dump(info, f, Dumper=_PlainDumper, sort_keys=False, default_flow_style=None, width=100)
-    os.replace(tmp, path)
     return path
 
 

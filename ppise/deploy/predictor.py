@@ -12,14 +12,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..utils.arrays import l2_normalize
 from ..utils.logger import logger
 from .model_info import find_model_files, read_info
 from .preprocess import Preprocessor, select_ops
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def _process_mkldnn_flag() -> bool:

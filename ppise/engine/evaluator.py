@@ -10,6 +10,7 @@ import numpy as np
 
 from ..config import get
 from ..utils import dist
+from ..utils.fileio import atomic_write
 from ..utils.logger import logger
 from .extract import extract_features
 
@@ -82,9 +83,7 @@ def evaluate_model(model, cfg: Dict[str, Any], loaders: Optional[Dict[str, Any]]
 def write_metrics(metrics: Dict[str, Any], out_dir: str, name: str = "eval_metrics.json") -> str:
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, name)
-    tmp = path + ".tmp"
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, encoding="utf-8") as f:
         json.dump(clean, f, indent=2)
-    os.replace(tmp, path)
     return path

@@ -7,13 +7,9 @@ from typing import Dict
 import numpy as np
 
 from ..utils import dist
+from ..utils.arrays import l2_normalize
 from ..utils.device import extraction_threads
 from ..utils.logger import logger
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def extract_features(model, loader, normalize: bool = True, desc: str = "features", output_key: str = "features",

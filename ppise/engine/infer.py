@@ -25,6 +25,7 @@ import numpy as np
 
 from ..config import _suggest, get
 from ..errors import ConfigError
+from ..utils.fileio import atomic_write
 from ..utils.logger import logger
 from .extract import extract_features
 
@@ -111,7 +112,7 @@ def image_features(model, images, transform, batch_size: int, normalize: bool = 
 
 def top_k(query: np.ndarray, gallery: np.ndarray, k: int):
     """Indices and cosine scores of each query's ``k`` nearest gallery rows (L2-normalises both)."""
-    from .extract import l2_normalize
+    from ..utils.arrays import l2_normalize
 
     sims = l2_normalize(query) @ l2_normalize(gallery).T
     k = min(k, gallery.shape[0])
@@ -144,9 +145,7 @@ def run_infer(model, cfg: Dict[str, Any], amp=None) -> List[Dict[str, Any]]:
     if settings.get("save_features"):
         path = settings["save_features"]
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
+        with atomic_write(path, "wb") as f:
             np.savez(f, paths=np.asarray(queries.paths), feats=feats)
-        os.replace(tmp, path)
         logger.info(f"infer: features saved to {path}")
     return results

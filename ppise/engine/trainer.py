@@ -1,4 +1,4 @@
-"""The training loop. One epoch, top to bottom (DESIGN.md section 2, docs/design.md):
+"""The training loop. One epoch, top to bottom (docs/design.md section 2):
 
     labels, centroids = relabel(model)        # extract -> pseudo labels (rank 0) -> broadcast
     objective.reset(centroids)                # a fresh cluster memory

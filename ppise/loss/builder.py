@@ -43,5 +43,4 @@ def loss_entries(loss_cfg_list: Any, where: str = "Loss.Train") -> List[Tuple[st
 
 def build_losses(loss_cfg_list: Any, where: str = "Loss.Train") -> Dict[str, nn.Layer]:
     """Return ``{name: loss layer}`` in config order; each layer carries its ``weight``."""
-    return {name: LOSSES.build({name: kwargs}, where=f"{path}.{name}" if name in LOSSES else path)
-            for name, kwargs, path in loss_entries(loss_cfg_list, where)}
+    return {name: LOSSES.build({name: kwargs}, where=path) for name, kwargs, path in loss_entries(loss_cfg_list, where)}

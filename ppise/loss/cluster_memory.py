@@ -34,6 +34,7 @@ import paddle.nn.functional as F
 
 from ppise.errors import ConfigError, TrainingError
 from ppise.registry import LOSSES
+from ppise.utils.arrays import l2_normalize
 
 ArrayLike = Union[np.ndarray, paddle.Tensor]
 
@@ -77,8 +78,6 @@ class ClusterMemoryLoss(nn.Layer):
             raise ConfigError(f"ClusterMemoryLoss: momentum must lie in [0, 1), got {momentum!r}")
         if update not in _UPDATES:
             raise ConfigError(f"ClusterMemoryLoss: update must be one of {_UPDATES}, got {update!r}")
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool):
-            raise ConfigError(f"ClusterMemoryLoss: weight must be a number, got {weight!r}")
         self.num_features = num_features
         self.temperature = float(temperature)
         self.momentum = float(momentum)
@@ -111,10 +110,9 @@ class ClusterMemoryLoss(nn.Layer):
     def reset(self, centroids: ArrayLike) -> None:
         """Replace the memory by the new epoch's centroids (rows re-normalised)."""
         arr = self._check_memory(_to_numpy(centroids), "reset")
-        norms = np.linalg.norm(arr, axis=1, keepdims=True)
-        if (norms <= 0).any():
+        if not arr.any(axis=1).all():
             raise TrainingError("ClusterMemoryLoss.reset: a centroid has zero norm")
-        self._set(arr / norms)
+        self._set(l2_normalize(arr))
 
     def memory_state(self) -> np.ndarray:
         """A copy of the memory for checkpoints (``.pdstates``)."""

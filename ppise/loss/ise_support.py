@@ -6,7 +6,7 @@ the instance they come from, so the cluster memory and the label-preserving loss
 from the boundary region that DBSCAN leaves ambiguous. It has no parameters and is part
 of the training objective (``Loss.Train: - ISESupport``), never of the model.
 
-Formula (DESIGN.md section 3), with f the L2-normalised model feature and M the cluster
+Formula (docs/design.md section 3), with f the L2-normalised model feature and M the cluster
 memory (unit rows)::
 
     alpha_t = (base_lambda / 4) * ln(1 + (e - 1) * t / T)

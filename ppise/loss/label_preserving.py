@@ -49,8 +49,6 @@ class LabelPreservingLoss(nn.Layer):
         super().__init__()
         if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature <= 0:
             raise ConfigError(f"LabelPreservingLoss: temperature must be > 0, got {temperature!r}")
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool):
-            raise ConfigError(f"LabelPreservingLoss: weight must be a number, got {weight!r}")
         self.temperature = float(temperature)
         self.weight = float(weight)
 

@@ -10,7 +10,7 @@ calls ``update``; it names no loss. An objective is assembled from the PaddleCla
         - ISESupport: {topk: 1, base_lambda: 1.0}       # optional: PLI supports join memory loss + update
         - LabelPreservingLoss: {weight: 0.1, temperature: 0.6}   # needs ISESupport
 
-One ISE step (DESIGN.md section 2, docs/design.md): f -> s = ISESupport(f) ->
+One ISE step (docs/design.md section 2): f -> s = ISESupport(f) ->
 w_cc * CE(normalise([f; s]) . M^T / tau) + w_lp * LP(f, s); after the optimizer step the
 memory moves towards the rows [f; s] (gathered over ranks).
 """

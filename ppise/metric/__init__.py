@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
-from ..config import component
 from ..errors import ConfigError
 from ..registry import METRICS
 from .evaluate import DEFAULT_TOPK, PROTOCOLS, MetricInputError, evaluate
@@ -73,15 +72,7 @@ def _eval_list(metric_cfg: Any) -> List[Any]:
 
 def build_eval_metrics(metric_cfg: Any) -> List[_RetrievalMetric]:
     """Instantiate every ``Metric.Eval`` entry; unknown names or options raise ConfigError."""
-    built = []
-    for i, spec in enumerate(_eval_list(metric_cfg)):
-        where = f"Metric.Eval.{i}"
-        name, kwargs = component(spec, where)
-        try:
-            built.append(METRICS.build(name, where=where, **kwargs))
-        except (KeyError, TypeError) as err:
-            raise ConfigError(str(err).strip("'\"")) from err
-    return built
+    return [METRICS.build(spec, f"Metric.Eval.{i}") for i, spec in enumerate(_eval_list(metric_cfg))]
 
 
 def topk_from_config(metric_cfg_list: Optional[Any]) -> Tuple[int, ...]:

@@ -2,8 +2,8 @@
 ISE model, both loaded strictly and compared on features.
 
 The head question, answered on purpose. PaddleClas's official config has ``Head: FC
-(class_num 751)``, a supervised classifier; ISE training has no classifier (its head,
-ISEHead, has no parameters and only runs in training), so a ppise ISE checkpoint holds
+(class_num 751)``, a supervised classifier; ISE training has no classifier (its supports,
+``Loss.Train: - ISESupport``, have no parameters and live in the objective), so a ppise ISE checkpoint holds
 ``backbone.*`` and ``neck.*`` only. Retrieval never uses the head
 (``infer_output_key: features``). So the strict comparison is made on the official
 config's **inference branch** (backbone + stop layer + neck, ``Head`` removed), where it must

@@ -17,6 +17,7 @@ import zlib
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, TrainingError
+from .fileio import fsync_dir
 
 SUFFIXES = (".pdparams", ".pdopt", ".pdstates")
 _STAMP = "@ppise_stamp"
@@ -66,17 +67,6 @@ def file_crc(path: str) -> int:
     return crc
 
 
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
 def remove_stale_tmp(directory: str, prefix: str = "*") -> List[str]:
     """Delete temporary files left by a process killed while saving (never our own live ones)."""
     mine = f".tmp{os.getpid()}"
@@ -124,7 +114,7 @@ def save_checkpoint(
     except OSError as err:
         raise TrainingError(f"cannot commit checkpoint {base}: {err}; it may be incomplete, the other checkpoints "
                             f"in {directory} are untouched") from err
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return base
 
 

@@ -9,9 +9,20 @@ from typing import Any, Iterator, Optional
 from ..errors import TrainingError
 
 
+def fsync_dir(directory: str) -> None:
+    """Make a rename in ``directory`` durable where the OS allows (silently skipped elsewhere)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
-def _replacing(path: str) -> Iterator[str]:
-    """A temporary name next to ``path``: fsynced and renamed onto ``path`` on a clean exit, removed on an error."""
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary name next to ``path`` for writers that want a file name (``paddle.save``,
+    ``faiss.write_index``): fsynced and renamed onto ``path`` on a clean exit, removed on an error."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     os.close(fd)
@@ -24,6 +35,7 @@ def _replacing(path: str) -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+    fsync_dir(directory)
 
 
 @contextlib.contextmanager
@@ -35,7 +47,7 @@ def atomic_write(path: str, mode: str = "w", encoding: Optional[str] = None) -> 
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
-    with _replacing(path) as tmp, open(tmp, mode, encoding=encoding) as f:
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding) as f:
         yield f
 
 
@@ -43,7 +55,7 @@ def atomic_save(obj: Any, path: str) -> None:
     """``paddle.save(obj, path)`` through a temporary file in the same folder and ``os.replace``."""
     import paddle
 
-    with _replacing(path) as tmp:
+    with atomic_path(path) as tmp:
         paddle.save(obj, tmp)
 
 

@@ -15,6 +15,7 @@ import paddle
 import paddle.nn as nn
 
 from ppise.errors import ConfigError, TrainingError
+from ppise.utils.fileio import atomic_save
 from ppise.utils.logger import logger
 
 _SHOW = 5  # how many keys of each kind a message lists
@@ -98,28 +99,11 @@ def load_pretrained(model: nn.Layer, path: str, strict: bool = True, skip_prefix
 
 
 def save_state_dict_atomic(state: Dict[str, Any], path: str) -> None:
-    """``paddle.save`` to ``path.tmp``, fsync, then rename: a crash never leaves a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = path + ".tmp"
+    """``atomic_save`` into a created folder: a crash never leaves a half-written file."""
     try:
-        os.makedirs(directory, exist_ok=True)
-        paddle.save(state, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        try:  # make the rename itself durable where the OS allows
-            dir_fd = os.open(directory, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            pass
-        finally:
-            os.close(dir_fd)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        atomic_save(state, path)
     except OSError as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise TrainingError(f"cannot write {path!r}: {err}") from err
 
 
