@@ -147,6 +147,11 @@ def build_trainer(cfg: Dict[str, Any]) -> Trainer:
     optimizer, scheduler = build_optimizer(cfg["Optimizer"], model.parameters(), iters, int(glob["epochs"]))
     wrapped = paddle.DataParallel(model) if dist.world_size() > 1 else model
     relabel = None
+    if not objective.needs_clusters:  # trained on the true identities: the classifier must have one row each
+        from ..loss.supervised import class_labels
+
+        ids = [i for i in train_set.labels if i >= 0]
+        class_labels(ids, get(cfg, "Arch.Head.class_num", None) if isinstance(get(cfg, "Arch.Head", None), dict) else None)
     if objective.needs_clusters:
         labels_dir = os.path.join(out_dir, "pseudo_labels") if cfg["Cluster"].get("save_labels") else None
         relabel = Relabel(_extract_loader(cfg), cfg["Cluster"], labels_dir)
