@@ -64,16 +64,17 @@ def _trim_log(out_dir: str, last_epoch: int) -> None:
 def build_model_from_config(cfg: Dict[str, Any]):
     """Build ``Arch`` and load ``Global.pretrained_model`` (PaddleClas-format weights work).
 
-    With ``Global.pretrained_model`` set, a backbone ``pretrained: True`` (ImageNet download,
-    as in PaddleClas's own configs) is skipped: those weights would be overwritten anyway.
+    With ``Global.pretrained_model`` set, a backbone ``pretrained`` (True: ImageNet download, as
+    in PaddleClas's own configs, or a local file) is skipped: those weights would be overwritten
+    anyway (e.g. the UDA start: ``-o Global.pretrained_model=<supervised run>/RecModel/latest``).
     """
     from ..arch import build_model
     from ..utils.weights import load_pretrained
 
     glob = cfg["Global"]
     backbone = get(cfg, "Arch.Backbone", None)
-    if glob.get("pretrained_model") and isinstance(backbone, dict) and backbone.get("pretrained") is True:
-        logger.info("Arch.Backbone.pretrained=True ignored: Global.pretrained_model provides all weights")
+    if glob.get("pretrained_model") and isinstance(backbone, dict) and backbone.get("pretrained") not in (None, False):
+        logger.info(f"Arch.Backbone.pretrained={backbone['pretrained']} ignored: Global.pretrained_model provides all weights")
         backbone["pretrained"] = False
     model = build_model(cfg["Arch"])
     if glob.get("pretrained_model"):
