@@ -7,7 +7,7 @@ shared by the two methods). Prints per seed the final and best mAP, the last epo
 mixed clusters and split (sub) identities; then each method's mean and standard deviation
 and the paired differences ISE - CC with their mean and a 95 % t interval.
 
-    python benchmarks/ise_vs_cc_demo.py --seeds 0 1 2 3 4            # ~30 min on 2 cores
+    python benchmarks/ise_vs_cc_demo.py --seeds 0 1 2 3 4            # ~13 min on 2 cores (+1.5 min the first time: pre-training)
     python benchmarks/ise_vs_cc_demo.py --seeds 0 -o Global.epochs=2  # smoke test
     python benchmarks/ise_vs_cc_demo.py --seeds 0 1 2 3 4 --json results.json --plot ise_vs_cc.png
 

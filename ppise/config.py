@@ -406,7 +406,7 @@ def check_components(cfg: Dict[str, Any], warn=None, training: bool = False) -> 
         lr = opt.get("lr")
         if isinstance(lr, dict):
             check(LR_SCHEDULERS, dict(lr, name=lr.get("name", "Constant")), "Optimizer.lr",
-                  supplied=("iters_per_epoch", "epochs"), handled=("warmup_start_lr",))
+                  supplied=("iters_per_epoch", "epochs"), handled=("warmup_start_lr", "warmup_epoch"))  # warmup wraps any schedule
     loaders = cfg.get("DataLoader") if isinstance(cfg.get("DataLoader"), dict) else {}
     sections = [("DataLoader.Train", loaders.get("Train"))]
     evals = loaders.get("Eval") if isinstance(loaders.get("Eval"), dict) else {}

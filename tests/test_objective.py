@@ -10,7 +10,7 @@ import paddle
 import pytest
 import yaml
 
-from ppise.config import get_config
+from ppise.config import get_config, load_yaml
 from ppise.errors import ConfigError
 from ppise.loss import (ClusterContrastObjective, ClusterMemoryLoss, ISESupport, LabelPreservingLoss,
                         build_objective)
@@ -91,31 +91,35 @@ def test_lp_without_supports_and_foreign_losses_are_refused():
         build_objective([{"ClusterMemoryLoss": {"num_features": 8}}, {"ISESupport": {"tpok": 1}}])
 
 
-def _new_form(cfg_path, tmp_path):
-    """The demo config rewritten in the new Loss form (no Arch.Head, no use_support)."""
-    from ppise.config import load_yaml
-
-    new = copy.deepcopy(load_yaml(cfg_path))  # _BASE_ resolved: the copy lives elsewhere
-    head = new["Arch"].pop("Head", None)
-    train = new["Loss"]["Train"]
-    train[0]["ClusterMemoryLoss"].pop("use_support", None)
-    if head:
-        train.insert(1, {"ISESupport": {k: v for k, v in head.items() if k != "name"}})
-    path = tmp_path / os.path.basename(cfg_path)
-    path.write_text(yaml.safe_dump(new))
+def _old_form(cfg_path, tmp_path):
+    """The demo config (new Loss form) written the pre-objective way: supports as Arch.Head ISEHead,
+    ClusterMemoryLoss.use_support True with supports, False without (as the demos used to be)."""
+    old = copy.deepcopy(load_yaml(cfg_path))  # _BASE_ resolved: the copy stands alone
+    train = old["Loss"]["Train"]
+    names = [next(iter(e)) for e in train]
+    support = train.pop(names.index("ISESupport"))["ISESupport"] if "ISESupport" in names else None
+    if support is not None:
+        old["Arch"]["Head"] = {"name": "ISEHead", **support}
+    else:
+        old["Arch"]["Head"] = None
+    train[0]["ClusterMemoryLoss"]["use_support"] = support is not None
+    path = tmp_path / ("old_" + os.path.basename(cfg_path))
+    path.write_text(yaml.safe_dump(old))
     return str(path)
 
 
 @pytest.mark.parametrize("cfg_path", DEMOS)
 def test_old_and_new_loss_forms_give_the_same_objective(cfg_path, tmp_path):
     old_warnings, new_warnings = [], []
-    old = get_config(cfg_path, warn=old_warnings.append)
-    new = get_config(_new_form(cfg_path, tmp_path), warn=new_warnings.append)
-    assert old["Loss"] == new["Loss"] and old["Arch"].get("Head") is None and new["Arch"].get("Head") is None
+    old = get_config(_old_form(cfg_path, tmp_path), warn=old_warnings.append)
+    new = get_config(cfg_path, warn=new_warnings.append)  # the shipped demos use the new form
+    assert old["Loss"] == new["Loss"] and not old["Arch"].get("Head") and "Head" not in new["Arch"]
     assert len(old_warnings) == 1 and new_warnings == []
     if "ise" in os.path.basename(cfg_path):
         assert "Arch.Head: ISEHead moved to Loss.Train[1]: - ISESupport" in old_warnings[0]
         assert [next(iter(e)) for e in new["Loss"]["Train"]] == ["ClusterMemoryLoss", "ISESupport", "LabelPreservingLoss"]
+    else:
+        assert "use_support is gone" in old_warnings[0]
     objective = build_objective(new["Loss"]["Train"])
     assert objective.needs_clusters and (objective.support is not None) == ("ise" in os.path.basename(cfg_path))
 

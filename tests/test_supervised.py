@@ -111,3 +111,31 @@ def test_class_labels_are_contiguous_and_checked():
         class_labels(np.array([1007, 1001, 1007, 1100]), 4)
     with pytest.raises(ConfigError, match="negative"):
         class_labels(np.array([-1, 2]))
+
+
+def test_pk_sampler_runs_iters_per_epoch_batches_when_given():
+    """The trainer's steps per epoch (lr schedule, ISE's t/T) come from iters_per_epoch, for PKSampler too."""
+    from ppise.data.samplers import PKSampler
+
+    labels = np.repeat(np.arange(10), 6)
+    assert len(list(PKSampler(labels, None, batch_size=16, sample_per_id=4))) == 60 // 16  # PaddleClas's length
+    batches = list(PKSampler(labels, None, batch_size=16, sample_per_id=4, iters_per_epoch=7))
+    assert len(batches) == 7 and all(len(b) == 16 and len(set(labels[b])) == 4 for b in batches)
+    with pytest.raises(ConfigError, match="iters_per_epoch"):
+        PKSampler(labels, None, batch_size=16, sample_per_id=4, iters_per_epoch=0)
+
+
+@pytest.mark.parametrize("name", ["pretrain_demo.yaml", "supervised_market.yaml"])
+def test_shipped_supervised_configs_build_the_supervised_objective(name):
+    import os
+
+    from ppise.config import check_components, get_config
+    from ppise.loss import build_objective
+    from ppise.registry import OBJECTIVES
+
+    assert "SupervisedObjective" in OBJECTIVES and set(OBJECTIVES.get("SupervisedObjective").components) >= {"CELoss", "TripletLossV2"}
+    cfg = get_config(os.path.join(os.path.dirname(__file__), "..", "configs", name))
+    check_components(cfg, training=True)  # PKSampler's iters_per_epoch included
+    objective = build_objective(cfg["Loss"]["Train"])
+    assert isinstance(objective, SupervisedObjective) and not objective.needs_clusters
+    assert objective.names == ["CELoss", "TripletLossV2"]

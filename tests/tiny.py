@@ -24,6 +24,7 @@ def tiny_overrides(data: str, out: str, epochs: int = 2, iters: int = 4, workers
     ov += [f"DataLoader.{s}.loader.num_workers={workers}" for s in ("Train", "Eval.Query", "Eval.Gallery")]
     ov += [
         "Global.synthetic_dataset=null",
+        "Global.pretrained_model=null",  # the tiny model has its own widths: no demo pre-training
         f"Global.output_dir={out}",
         f"Global.epochs={epochs}",
         "Global.eval_interval=1",

@@ -1,4 +1,4 @@
-"""Train an unsupervised re-ID model: python tools/train.py -c configs/ise_market.yaml [-o K=V ...]"""
+"""Train a re-ID model (unsupervised ISE / cluster contrast, or supervised): python tools/train.py -c configs/ise_market.yaml [-o K=V ...]"""
 from __future__ import annotations
 
 import os
@@ -20,6 +20,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     prepare_env(cfg["Global"])  # thread pools must be set before paddle starts
     from ppise.data.demo_data import ensure_dataset
     from ppise.engine.builder import build_trainer
+    from ppise.engine.pretrain_cache import ensure_pretrained
     from ppise.utils import dist
     from ppise.utils.device import setup_device
 
@@ -28,6 +29,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     dist.init_distributed()
     logger.info(f"config {args.config} resolved:\n{dump(cfg)}")
     ensure_dataset(cfg)
+    ensure_pretrained(cfg)  # Global.pretrained_from: a missing pre-trained start is made once (logged)
     trainer = build_trainer(cfg)
     trainer.train()
     return 0

@@ -11,7 +11,7 @@ they use fewer this epoch themselves (``batch_size`` then holds the actual globa
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, List
+from typing import Any, Iterator, List, Optional
 
 import numpy as np
 
@@ -170,7 +170,8 @@ class PKSampler(_PKSamplerBase):
     """PaddleClas's PKSampler: each batch draws P distinct ids without replacement with
     probability proportional to their image count ('sample_avg_prob') or uniformly
     ('id_avg_prob'), then K images per id (with replacement only if the id has fewer).
-    ``len`` = valid images / batch_size (floor with drop_last, else ceil).
+    ``len`` = valid images / batch_size (floor with drop_last, else ceil), or ppise's
+    ``iters_per_epoch`` when given (the trainer runs that many steps an epoch).
 
     ``batch_size`` is the global batch (split over ranks by identity). ``shuffle`` is kept for
     config compatibility: draws are random either way (PaddleClas's shuffle reorders the
@@ -181,7 +182,7 @@ class PKSampler(_PKSamplerBase):
 
     def __init__(self, labels: np.ndarray, cameras: np.ndarray, batch_size: int, sample_per_id: int,
                  shuffle: bool = True, drop_last: bool = True, sample_method: str = "sample_avg_prob",
-                 rank: int = 0, world_size: int = 1, seed: int = 0,
+                 iters_per_epoch: Optional[int] = None, rank: int = 0, world_size: int = 1, seed: int = 0,
                  where: str = "DataLoader.Train.sampler", **ignored: Any) -> None:
         super().__init__(labels, cameras, batch_size, sample_per_id, rank, world_size, seed, where,
                          "sample_per_id", ignored)
@@ -192,6 +193,8 @@ class PKSampler(_PKSamplerBase):
         self.prob = counts / counts.sum() if sample_method == "sample_avg_prob" else np.full(counts.size, 1 / counts.size)
         rounding = math.floor if self.drop_last else math.ceil
         self.num_batches = rounding(self.num_valid / self.batch_size)
+        if iters_per_epoch is not None:  # ppise's key: the trainer's steps per epoch (the lr schedule counts them)
+            self.num_batches = _positive_int(iters_per_epoch, f"{where}.iters_per_epoch")
         if self.num_batches == 0:
             raise ConfigError(f"{where}.batch_size={self.batch_size} exceeds the {self.num_valid} usable images "
                               f"with drop_last=True: no batch per epoch")

@@ -64,16 +64,17 @@ def _trim_log(out_dir: str, last_epoch: int) -> None:
 def build_model_from_config(cfg: Dict[str, Any]):
     """Build ``Arch`` and load ``Global.pretrained_model`` (PaddleClas-format weights work).
 
-    With ``Global.pretrained_model`` set, a backbone ``pretrained: True`` (ImageNet download,
-    as in PaddleClas's own configs) is skipped: those weights would be overwritten anyway.
+    With ``Global.pretrained_model`` set, a backbone ``pretrained`` (True: ImageNet download, as
+    in PaddleClas's own configs, or a local file) is skipped: those weights would be overwritten
+    anyway (e.g. the UDA start: ``-o Global.pretrained_model=<supervised run>/RecModel/latest``).
     """
     from ..arch import build_model
     from ..utils.weights import load_pretrained
 
     glob = cfg["Global"]
     backbone = get(cfg, "Arch.Backbone", None)
-    if glob.get("pretrained_model") and isinstance(backbone, dict) and backbone.get("pretrained") is True:
-        logger.info("Arch.Backbone.pretrained=True ignored: Global.pretrained_model provides all weights")
+    if glob.get("pretrained_model") and isinstance(backbone, dict) and backbone.get("pretrained") not in (None, False):
+        logger.info(f"Arch.Backbone.pretrained={backbone['pretrained']} ignored: Global.pretrained_model provides all weights")
         backbone["pretrained"] = False
     model = build_model(cfg["Arch"])
     if glob.get("pretrained_model"):
@@ -147,6 +148,11 @@ def build_trainer(cfg: Dict[str, Any]) -> Trainer:
     optimizer, scheduler = build_optimizer(cfg["Optimizer"], model.parameters(), iters, int(glob["epochs"]))
     wrapped = paddle.DataParallel(model) if dist.world_size() > 1 else model
     relabel = None
+    if not objective.needs_clusters:  # trained on the true identities: the classifier must have one row each
+        from ..loss.supervised import class_labels
+
+        ids = [i for i in train_set.labels if i >= 0]
+        class_labels(ids, get(cfg, "Arch.Head.class_num", None) if isinstance(get(cfg, "Arch.Head", None), dict) else None)
     if objective.needs_clusters:
         labels_dir = os.path.join(out_dir, "pseudo_labels") if cfg["Cluster"].get("save_labels") else None
         relabel = Relabel(_extract_loader(cfg), cfg["Cluster"], labels_dir)

@@ -19,6 +19,7 @@ import numpy as np
 import paddle
 
 from ppise.errors import ConfigError
+from ppise.registry import OBJECTIVES
 
 from .builder import build_losses
 from .paddleclas_compat import CELoss, SupConLoss
@@ -60,10 +61,12 @@ def class_labels(person_ids: np.ndarray, class_num: Optional[int] = None,
     return classes.astype(np.int64)
 
 
+@OBJECTIVES.register
 class SupervisedObjective(_Base):
     """Weighted sum of label-supervised losses; no clustering, no memory."""
 
     needs_clusters = False
+    components = tuple(SUPERVISED_LOSSES)  # build_objective picks it for a Loss.Train of these names
 
     def __init__(self, losses: Dict[str, paddle.nn.Layer]) -> None:
         super().__init__()
