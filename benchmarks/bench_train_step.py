@@ -8,9 +8,9 @@ process-wide):
 
 - ``paddle 1t`` / ``paddle 2t``: dygraph fp32 with 1 / 2 intra-op threads, oneDNN off;
 - ``... +onednn``: the same with ``FLAGS_use_mkldnn`` on (ppise's CPU default);
-- ``to_static``: ``paddle.jit.to_static`` of the model (what ``Global.to_static: True`` does),
+- ``to_static``: ``ppise.engine.amp.apply_to_static`` (what ``Global.to_static: True`` does),
   with oneDNN off: Paddle 3.3's static backward aborts in oneDNN's ``pool2d_grad``;
-- ``bf16 O1``: ``paddle.amp.auto_cast(dtype='bfloat16')`` around the forward (what
+- ``bf16 O1``: the trainer's ``Precision`` step with ``auto_cast(dtype='bfloat16')`` (what
   ``AMP: {dtype: bfloat16}`` does on a GPU). On CPU Paddle 3.3's auto_cast has no effect
   (and there is no bfloat16 CPU conv2d kernel), so this row measures float32 again;
 - ``torch Nt``: the same network and step in PyTorch (``torch.set_num_threads(N)``), when
@@ -66,27 +66,24 @@ def _paddle_step(model: str, threads: int, onednn: bool, mode: str, batch: int, 
     paddle.set_device("cpu")
     sys.path.insert(0, ROOT)
     from ppise.arch import build_model
+    from ppise.engine.amp import AmpSettings, Precision, apply_to_static
 
     arch, shape = ARCH[model]
     paddle.seed(0)
     net = build_model(arch)
     net.train()
-    forward = net
     if mode == "to_static":
-        forward = paddle.jit.to_static(net, full_graph=True)
+        apply_to_static(net, {"to_static": True}, training=True)  # as the trainer does
+    # The trainer's step object; bf16 is forced on (amp_settings would refuse it on CPU) to time auto_cast here.
+    precision = Precision(AmpSettings(enabled=True, dtype="bfloat16", level="O1") if mode == "bf16" else None)
     opt = paddle.optimizer.Adam(learning_rate=3.5e-4, parameters=net.parameters(), weight_decay=5e-4)
     x = paddle.to_tensor(np.random.RandomState(0).rand(batch, *shape).astype("float32"))
     times = []
     for _ in range(steps + 1):  # the first step warms up kernels, oneDNN primitives, the static program
         start = time.perf_counter()
-        if mode == "bf16":
-            with paddle.amp.auto_cast(dtype="bfloat16", level="O1"):
-                feats = forward(x)["features"]
-            loss = feats.astype("float32").pow(2).mean()  # the objective stays float32
-        else:
-            loss = forward(x)["features"].pow(2).mean()
-        loss.backward()
-        opt.step()
+        loss = precision.forward(net, x)["features"].pow(2).mean()  # features come back float32
+        precision.backward(loss)
+        precision.step(opt)
         opt.clear_grad()
         float(loss)
         times.append(time.perf_counter() - start)

@@ -171,3 +171,79 @@ def test_float16_scaler_drives_the_step():
     assert not np.allclose(w, net.weight.numpy())
     scaler.set_state_dict(scaler.state_dict())  # resume round trip
     assert AmpScaler(AmpSettings(enabled=True, dtype="bfloat16")).scaler is None
+
+
+def test_to_static_training_steps_equal_dygraph():
+    """A few training steps through the trainer's Precision step, then extraction: compiled equals dygraph."""
+    from ppise.engine.amp import Precision
+
+    flag = paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"]
+    images, _, _, _ = _batches(n=8)[0]
+    labels = paddle.to_tensor(np.arange(8) % 4)
+    runs = {}
+    try:
+        for mode in ("dygraph", "static"):
+            model = _model()
+            if mode == "static":
+                apply_to_static(model, {"to_static": True}, training=True)  # on CPU: oneDNN off for training
+            else:
+                paddle.set_flags({"FLAGS_use_mkldnn": False})  # the same kernels as the compiled run
+            model.train()
+            opt = paddle.optimizer.Adam(learning_rate=1e-3, parameters=model.parameters())
+            paddle.seed(7)
+            objective, precision, losses = _MemoryObjective(), Precision(), []
+            for i in range(3):
+                loss = objective.losses(precision.forward(model, images), labels, i / 3)["loss_memory"]
+                opt.clear_grad()
+                precision.backward(loss)
+                precision.step(opt)
+                objective.update()
+                losses.append(float(loss))
+            runs[mode] = (losses, {k: v.numpy().copy() for k, v in model.state_dict().items()},
+                          extract_features(model, _batches())["feats"])
+    finally:
+        paddle.set_flags({"FLAGS_use_mkldnn": flag})
+    (dl, dw, df), (sl, sw, sf) = runs["dygraph"], runs["static"]
+    np.testing.assert_allclose(sl, dl, rtol=1e-5)
+    assert set(sw) == set(dw)  # checkpoint keys unchanged by compilation
+    for name in dw:
+        np.testing.assert_allclose(sw[name], dw[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(sf, df, atol=1e-5)
+
+
+def test_precision_state_resumes_across_amp_on_and_off(caplog):
+    """A float16 loss scale in a checkpoint is dropped by a run without scaling, and a scaling run
+    starts from AMP.scale_loss without one (on CPU GradScaler disables itself, so the state is synthetic)."""
+    from ppise.engine.amp import Precision
+
+    import logging
+
+    logging.getLogger("ppise").propagate = True  # ppise's logger keeps to its own handlers
+    try:
+        with caplog.at_level(logging.INFO, logger="ppise"):
+            plain = Precision()
+            assert plain.state_dict() == {}
+            plain.set_state_dict({"scale": 1024.0, "incr_count": 3})  # written by a float16 run
+            assert plain.scaler.scaler is None
+            scaling = Precision(AmpSettings(enabled=True, dtype="float16", scale_loss=64.0, use_dynamic_loss_scaling=True))
+            scaling.set_state_dict({})  # written without AMP
+            scaling.set_state_dict(None)  # a checkpoint from before the key existed
+            assert scaling.scaler.scaler is not None
+    finally:
+        logging.getLogger("ppise").propagate = False
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("scale ignored" in m for m in messages) and any("AMP.scale_loss=64.0" in m for m in messages)
+
+
+def test_trainer_checkpoint_carries_the_loss_scale():
+    from ppise.engine.amp import Precision
+    from ppise.engine.trainer import Trainer
+
+    model = _model()
+    opt = paddle.optimizer.Adam(learning_rate=1e-3, parameters=model.parameters())
+    trainer = Trainer(model, opt, None, _MemoryObjective(), None, None, None, [], 1, 1,
+                      precision=Precision(AmpSettings(enabled=True, dtype="float16", scale_loss=8.0)))
+    trainer.precision.scaler.state_dict = lambda: {"scale": 8.0}  # CPU: GradScaler keeps no state
+    state = trainer.state_dict()
+    assert state["training"]["amp_scaler"] == {"scale": 8.0}
+    assert all(v.dtype == paddle.float32 for v in state["model"].values() if paddle.is_floating_point(v))

@@ -19,13 +19,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg = get_config(args.config, args.override, warn=logger.warning)
     prepare_env(cfg["Global"])
     from ppise.data.demo_data import ensure_dataset
+    from ppise.engine.amp import amp_settings, apply_to_static
     from ppise.engine.builder import build_model_from_config
     from ppise.engine.evaluator import evaluate_model, format_table, write_metrics
     from ppise.utils import dist
     from ppise.utils.device import setup_device
 
     glob = cfg["Global"]
-    setup_device(glob)
+    place = setup_device(glob)
     dist.init_distributed()
     ensure_dataset(cfg)
     from ppise.utils.seed import seed_everything
@@ -34,7 +35,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     model = build_model_from_config(cfg)
     if not glob.get("pretrained_model"):
         logger.warning("Global.pretrained_model is not set: evaluating a randomly initialised model")
-    metrics = evaluate_model(model, cfg, save_dir=glob.get("save_features"))
+    apply_to_static(model, glob, training=False)
+    metrics = evaluate_model(model, cfg, save_dir=glob.get("save_features"), amp=amp_settings(cfg, device=place))
     if dist.is_main():
         path = write_metrics(metrics, glob["output_dir"])
         logger.info(f"{format_table(metrics)}\nwrote {path}")

@@ -170,39 +170,69 @@ class AmpScaler:
             self.scaler.load_state_dict(state)
 
 
+class Precision:
+    """How the trainer's step runs forward, backward and the optimizer step under the ``AMP`` settings.
+
+    The one object ``Trainer.run_step`` asks, so the loop has no AMP branches. With AMP off
+    (or inert, as on CPU) it is a plain float32 step. ``state_dict``/``set_state_dict``
+    carry the float16 loss scale across a resume and accept a checkpoint written with AMP
+    on or off: a scale saved by a float16 run is dropped by a run without scaling, and a
+    run that scales starts from ``scale_loss`` when the checkpoint has none.
+    """
+
+    def __init__(self, amp: Optional[AmpSettings] = None) -> None:
+        self.amp = amp or AmpSettings()
+        self.scaler = AmpScaler(self.amp)
+
+    def forward(self, model, inputs):
+        """The model's outputs, floating tensors cast to float32 *before* the objective sees them:
+        the cluster memory, its momentum update, the ISE supports and every loss stay float32
+        (module docstring: low precision would swallow the memory's small momentum updates and
+        overflow float16 with the 1/temperature logits)."""
+        with autocast(self.amp):
+            outputs = model(inputs)
+        return to_float32(outputs)
+
+    def backward(self, loss) -> None:
+        self.scaler.backward(loss)
+
+    def step(self, optimizer) -> None:
+        self.scaler.step(optimizer)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return self.scaler.state_dict()
+
+    def set_state_dict(self, state: Optional[Dict[str, Any]]) -> None:
+        if state and self.scaler.scaler is None:
+            logger.info("checkpoint holds a float16 loss scale; this run does not scale the loss (AMP off or "
+                        "bfloat16): scale ignored")
+        elif not state and self.scaler.scaler is not None:
+            logger.info(f"checkpoint holds no loss scale (written without float16 AMP): starting from "
+                        f"AMP.scale_loss={self.amp.scale_loss}")
+        self.scaler.set_state_dict(state)
+
+
 class AmpTrainStep:
-    """One training step with the ``AMP`` settings: what the trainer calls per batch.
+    """One whole training step with the ``AMP`` settings (benchmarks, tests; the trainer uses ``Precision``).
 
     ``objective`` follows ppise's Objective contract (``losses(outputs, labels, progress)``
-    -> weighted ``loss_*`` tensors, ``update()`` after the optimizer step). The forward
-    runs under ``autocast``; the outputs are cast to float32 *before* the objective, so the
-    cluster memory, ISE supports and losses never see low precision (module docstring).
+    -> weighted ``loss_*`` tensors, ``update()`` after the optimizer step).
     """
 
     def __init__(self, model, objective, optimizer, amp: AmpSettings) -> None:
         self.model, self.objective, self.optimizer, self.amp = model, objective, optimizer, amp
-        self.scaler = AmpScaler(amp)
+        self.precision = Precision(amp)
+        self.scaler = self.precision.scaler
 
     def __call__(self, images, labels, progress: float) -> Dict[str, Any]:
-        with autocast(self.amp):
-            outputs = self.model(images)
-        outputs = to_float32(outputs)  # float32 from here on: memory, supports, losses
+        outputs = self.precision.forward(self.model, images)
         losses = self.objective.losses(outputs, labels, progress)
         total = sum(losses.values())
-        self.scaler.backward(total)
-        self.scaler.step(self.optimizer)
+        self.precision.backward(total)
+        self.precision.step(self.optimizer)
         self.optimizer.clear_grad()
         self.objective.update()
         return dict(losses, loss=total)
-
-
-def amp_train_step(model, objective, optimizer, images, labels, progress: float, amp: AmpSettings,
-                   scaler: Optional[AmpScaler] = None) -> Dict[str, Any]:
-    """Functional form of ``AmpTrainStep`` (pass the same ``scaler`` every step for float16)."""
-    step = AmpTrainStep(model, objective, optimizer, amp)
-    if scaler is not None:
-        step.scaler = scaler
-    return step(images, labels, progress)
 
 
 def apply_to_static(model, glob: Dict[str, Any], training: bool = True):

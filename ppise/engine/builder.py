@@ -128,6 +128,7 @@ def build_trainer(cfg: Dict[str, Any]) -> Trainer:
     from ..loss import build_objective
     from ..optimizer import build_optimizer
     from ..utils.seed import seed_everything
+    from .amp import Precision, amp_settings, apply_to_static, decorate
     from .evaluator import build_eval_loader, evaluate_model
     from .relabel import Relabel
 
@@ -146,6 +147,9 @@ def build_trainer(cfg: Dict[str, Any]) -> Trainer:
     if iters < 1:
         raise ConfigError("DataLoader.Train.sampler.iters_per_epoch must be a positive int (iterations per epoch)")
     optimizer, scheduler = build_optimizer(cfg["Optimizer"], model.parameters(), iters, int(glob["epochs"]))
+    amp = amp_settings(cfg, device=paddle.device.get_device())  # on CPU: logged and off (see amp.py)
+    model, optimizer = decorate(model, optimizer, amp)  # O2 only; checkpoints stay float32
+    apply_to_static(model, glob, training=True)  # Global.to_static; relabel and eval run the same compiled forward
     wrapped = paddle.DataParallel(model) if dist.world_size() > 1 else model
     relabel = None
     if not objective.needs_clusters:  # trained on the true identities: the classifier must have one row each
@@ -155,12 +159,12 @@ def build_trainer(cfg: Dict[str, Any]) -> Trainer:
         class_labels(ids, get(cfg, "Arch.Head.class_num", None) if isinstance(get(cfg, "Arch.Head", None), dict) else None)
     if objective.needs_clusters:
         labels_dir = os.path.join(out_dir, "pseudo_labels") if cfg["Cluster"].get("save_labels") else None
-        relabel = Relabel(_extract_loader(cfg), cfg["Cluster"], labels_dir)
+        relabel = Relabel(_extract_loader(cfg), cfg["Cluster"], labels_dir, amp=amp)
 
     evaluator = None
     if glob["eval_during_train"]:
         loaders = {split: build_eval_loader(cfg, split) for split in ("Query", "Gallery")}
-        evaluator = EvalHook(functools.partial(evaluate_model, cfg=cfg, loaders=loaders), glob["eval_interval"])
+        evaluator = EvalHook(functools.partial(evaluate_model, cfg=cfg, loaders=loaders, amp=amp), glob["eval_interval"])
     hooks = [
         # First after an epoch: evaluation and checkpoints must see the ranks' averaged, checked model.
         RankConsistencyHook(),
@@ -175,7 +179,8 @@ def build_trainer(cfg: Dict[str, Any]) -> Trainer:
                        metrics_path=os.path.join(out_dir, "eval_metrics.json")),
     ]
     trainer = Trainer(wrapped, optimizer, scheduler, objective, train_set, relabel,
-                      functools.partial(_train_loader, cfg, train_set), hooks, int(glob["epochs"]), iters)
+                      functools.partial(_train_loader, cfg, train_set), hooks, int(glob["epochs"]), iters,
+                      precision=Precision(amp))
     if glob.get("checkpoints"):
         resume(trainer, glob["checkpoints"], out_dir)
     return trainer

@@ -63,16 +63,17 @@ def format_table(metrics: Dict[str, Any]) -> str:
     return f"protocol {metrics.get('protocol')}: {metrics.get('num_query')} queries, {metrics.get('num_gallery')} gallery\n{head}\n{vals}"
 
 
-def evaluate_model(model, cfg: Dict[str, Any], loaders: Optional[Dict[str, Any]] = None, save_dir: Optional[str] = None) -> Dict[str, Any]:
-    """Extract query and gallery features with ``model`` and compute retrieval metrics."""
+def evaluate_model(model, cfg: Dict[str, Any], loaders: Optional[Dict[str, Any]] = None, save_dir: Optional[str] = None,
+                   amp=None) -> Dict[str, Any]:
+    """Extract query and gallery features with ``model`` (``amp``: AmpSettings of the extraction) and compute retrieval metrics."""
     glob = cfg["Global"]
     if loaders is None:
         loaders = {split: build_eval_loader(cfg, split) for split in ("Query", "Gallery")}
     normalize = bool(glob.get("feature_normalize", True))
     key = get(cfg, "Arch.infer_output_key", "features")
     (qloader, qset), (gloader, gset) = loaders["Query"], loaders["Gallery"]
-    query = extract_features(model, qloader, normalize=normalize, desc="query", output_key=key)
-    gallery = extract_features(model, gloader, normalize=normalize, desc="gallery", output_key=key)
+    query = extract_features(model, qloader, normalize=normalize, desc="query", output_key=key, amp=amp)
+    gallery = extract_features(model, gloader, normalize=normalize, desc="gallery", output_key=key, amp=amp)
     metrics = retrieval_metrics(query, gallery, cfg)
     if save_dir and dist.is_main():
         save_features(save_dir, query, gallery, qset, gset)

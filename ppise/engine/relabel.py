@@ -31,10 +31,12 @@ class Relabel:
         cluster_cfg: the validated ``Cluster`` section.
         labels_dir: where ``epoch_N.npz`` (pseudo and true labels) is kept each epoch
             (``Cluster.save_labels``), or None.
+        amp: ``ppise.engine.amp.AmpSettings`` for the extraction (features come back float32).
     """
 
-    def __init__(self, extract_loader, cluster_cfg: Dict[str, Any], labels_dir: Optional[str] = None) -> None:
+    def __init__(self, extract_loader, cluster_cfg: Dict[str, Any], labels_dir: Optional[str] = None, amp=None) -> None:
         self.extract_loader = extract_loader
+        self.amp = amp
         self.cluster_cfg = cluster_cfg
         self.labels_dir = labels_dir
 
@@ -42,7 +44,7 @@ class Relabel:
         from ..cluster import pseudo_labels_from_config
 
         start = time.time()
-        out = extract_features(net, self.extract_loader, normalize=True, desc="train (clustering)")
+        out = extract_features(net, self.extract_loader, normalize=True, desc="train (clustering)", amp=self.amp)
         feats, true_ids = out["feats"], out["pids"]
         result = None
         if dist.is_main():

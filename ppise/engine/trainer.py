@@ -60,10 +60,15 @@ class Trainer:
             objective needs clusters.
         make_loader: ``make_loader(labels, epoch) -> iterable of (images, _, _, indices)``.
         hooks: in execution order.
+        precision: a ``ppise.engine.amp.Precision`` (the ``AMP`` section's forward, backward and
+            step); default plain float32.
     """
 
     def __init__(self, model, optimizer, scheduler, objective, train_set, relabel: Optional[Callable],
-                 make_loader: Callable, hooks: List[Hook], epochs: int, iters_per_epoch: int) -> None:
+                 make_loader: Callable, hooks: List[Hook], epochs: int, iters_per_epoch: int,
+                 precision=None) -> None:
+        from .amp import Precision
+
         self.model = model
         self.net = getattr(model, "_layers", model)
         self.optimizer = optimizer
@@ -73,6 +78,7 @@ class Trainer:
         self.relabel = relabel
         self.make_loader = make_loader
         self.hooks = list(hooks)
+        self.precision = precision or Precision()
         self.epochs = int(epochs)
         self.iters_per_epoch = int(iters_per_epoch)
         self.total_iters = self.epochs * self.iters_per_epoch
@@ -108,8 +114,10 @@ class Trainer:
             self.call("before_epoch")
             self.model.train()
             start = time.time()
-            for self.inner_iter, batch in enumerate(loader):
+            for self.inner_iter, (batch, read_start, reader_cost) in enumerate(timed(loader)):
                 self.run_step(batch)
+                # PaddleClas's log fields: waiting for the batch, and read start to after objective.update
+                self.iter_record.update(reader_cost=reader_cost, batch_cost=time.perf_counter() - read_start)
                 self.global_iter += 1
                 self.call("after_iter")
             self.epoch_record["train_seconds"] = time.time() - start
@@ -127,7 +135,7 @@ class Trainer:
 
         images, _, _, idx = batch
         labels = paddle.to_tensor(self.labels[np.asarray(idx).reshape(-1)], dtype="int64")
-        losses = self.objective.losses(self.model(images), labels, self.progress())
+        losses = self.objective.losses(self.precision.forward(self.model, images), labels, self.progress())
         loss = paddle.add_n(list(losses.values()))
         value = float(loss)
         if not math.isfinite(value):
@@ -138,8 +146,8 @@ class Trainer:
                 f"lower Optimizer.lr.learning_rate or check the data, then resume with -o Global.checkpoints=..."
             )
         self.optimizer.clear_grad()
-        loss.backward()
-        self.optimizer.step()
+        self.precision.backward(loss)
+        self.precision.step(self.optimizer)
         self.scheduler.step()
         self.objective.update()
         self.iter_record = {k: float(v) for k, v in losses.items()}
@@ -150,11 +158,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ save / resume
     def state_dict(self) -> Dict[str, Any]:
-        """All training state: ``model`` (.pdparams), ``optimizer`` (.pdopt, with the lr
-        schedule) and ``training`` (.pdstates: epoch, step, objective, hooks, RNG)."""
+        """All training state: ``model`` (.pdparams, float32 with AMP too), ``optimizer`` (.pdopt,
+        with the lr schedule) and ``training`` (.pdstates: epoch, step, loss scale, objective, hooks, RNG)."""
         from ..utils.seed import rng_state
 
-        training: Dict[str, Any] = {"epoch": self.epoch, "global_iter": self.global_iter, "rng": rng_state()}
+        training: Dict[str, Any] = {"epoch": self.epoch, "global_iter": self.global_iter, "rng": rng_state(),
+                                    "amp_scaler": self.precision.state_dict()}
         training.update(self.objective.state_dict())
         for hook in self.hooks:
             training.update(hook.state_dict())
@@ -171,10 +180,23 @@ class Trainer:
         self.epoch = int(training.get("epoch", 0))
         self.start_epoch = self.epoch + 1
         self.global_iter = int(training.get("global_iter", self.epoch * self.iters_per_epoch))
+        self.precision.set_state_dict(training.get("amp_scaler"))
         self.objective.set_state_dict(training)
         for hook in self.hooks:
             hook.load_state_dict(training)
         set_rng_state(training.get("rng"))
+
+
+def timed(loader):
+    """Yield ``(batch, read_start, reader_cost)``: ``perf_counter`` before ``next`` and the seconds it took."""
+    batches = iter(loader)
+    while True:
+        start = time.perf_counter()
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        yield batch, start, time.perf_counter() - start
 
 
 def identity_classes(ids) -> np.ndarray:

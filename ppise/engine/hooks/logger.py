@@ -1,4 +1,5 @@
-"""LoggerHook: progress lines with ETA and images/s, train_log.jsonl, optional VisualDL."""
+"""LoggerHook: progress lines with PaddleClas's reader_cost / batch_cost / ips, images/s and ETA,
+train_log.jsonl, optional VisualDL."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,34 @@ from ...utils.logger import logger
 from ..trainer import Hook
 
 EPOCH_KEYS = ("loss", "loss_cc", "loss_lp", "alpha", "lr")
+# The first iterations of every epoch are left out of the cost averages, as in PaddleClas
+# (ppcls/engine/train: its meters reset at iter 5): loader workers start, oneDNN and
+# to_static build their kernels and the allocator grows there, none of which is steady speed.
+WARMUP_ITERS = 5
+
+
+class CostMeter:
+    """Sums of ``reader_cost``, ``batch_cost`` and samples over iterations past the warm-up.
+
+    An epoch shorter than the warm-up is averaged over all its iterations rather than none.
+    """
+
+    def __init__(self) -> None:
+        self.all = [0.0, 0.0, 0, 0]  # reader, batch, samples, iterations (warm-up included)
+        self.steady = [0.0, 0.0, 0, 0]  # the same past the warm-up
+
+    def add(self, rec: Dict[str, float], inner_iter: int) -> None:
+        row = (rec.get("reader_cost", 0.0), rec.get("batch_cost", 0.0), rec.get("batch_size", 0), 1)
+        for sums in (self.all, self.steady) if inner_iter >= WARMUP_ITERS else (self.all,):
+            for i, value in enumerate(row):
+                sums[i] += value
+
+    def means(self) -> Dict[str, float]:
+        """``reader_cost`` and ``batch_cost`` in s per iteration, ``ips`` samples/s (batch size / batch_cost)."""
+        reader, batch, samples, iters = self.steady if self.steady[3] else self.all
+        if not iters:
+            return {}
+        return {"reader_cost": reader / iters, "batch_cost": batch / iters, "ips": samples / max(batch, 1e-12)}
 
 
 class LoggerHook(Hook):
@@ -27,6 +56,8 @@ class LoggerHook(Hook):
         self.window_start = 0.0
         self.train_start = 0.0
         self.iters_done = 0
+        self.window = CostMeter()  # since the last progress line
+        self.epoch_costs = CostMeter()
 
     def before_train(self, trainer) -> None:
         self.train_start = time.time()
@@ -37,6 +68,7 @@ class LoggerHook(Hook):
 
     def before_epoch(self, trainer) -> None:
         self.sums, self.count, self.images = {}, 0, 0
+        self.window, self.epoch_costs = CostMeter(), CostMeter()
         self.window_start = time.time()
 
     def after_iter(self, trainer) -> None:
@@ -47,6 +79,8 @@ class LoggerHook(Hook):
         self.count += 1
         self.images += rec.get("batch_size", 0)
         self.iters_done += 1
+        self.window.add(rec, trainer.inner_iter)
+        self.epoch_costs.add(rec, trainer.inner_iter)
         if self.vdl is not None:
             for key in ("loss", "loss_cc", "loss_lp", "lr", "alpha"):
                 if key in rec:
@@ -59,9 +93,12 @@ class LoggerHook(Hook):
             per_iter = (time.time() - self.train_start) / max(1, self.iters_done)
             losses = ", ".join(f"{k}: {rec[k]:.4f}" for k in ("loss", "loss_cc", "loss_lp") if k in rec)
             alpha = f", alpha: {rec['alpha']:.4f}" if "alpha" in rec else ""
+            costs = self.window.means()
+            self.window = CostMeter()
             logger.info(
                 f"[Train][Epoch {trainer.epoch}/{trainer.epochs}][Iter {it}/{trainer.iters_per_epoch}] lr: {rec.get('lr', 0):.6f}, "
-                f"{losses}{alpha}, ips: {ips:.1f} images/s, eta: {_fmt(remaining * per_iter)}"
+                f"{losses}{alpha}, reader_cost: {costs['reader_cost']:.5f} s, batch_cost: {costs['batch_cost']:.5f} s, "
+                f"ips: {costs['ips']:.5f} samples/s, {ips:.1f} images/s, eta: {_fmt(remaining * per_iter)}"
             )
 
     def after_epoch(self, trainer) -> None:
@@ -73,6 +110,7 @@ class LoggerHook(Hook):
         if "batch_size" in trainer.iter_record:  # the sampler may use fewer identities than asked (few clusters)
             record["batch_size"] = trainer.iter_record["batch_size"]
         record["images_per_second"] = self.images / max(record.get("train_seconds", 0.0), 1e-9)
+        record.update(self.epoch_costs.means())  # reader_cost, batch_cost (s/iteration), ips (samples/s)
         if not dist.is_main():
             return
         os.makedirs(self.out_dir, exist_ok=True)
@@ -87,6 +125,8 @@ class LoggerHook(Hook):
         logger.info(
             f"[Train][Epoch {trainer.epoch}/{trainer.epochs}][Avg] "
             + ", ".join(f"{k}: {record[k]:.4f}" for k in EPOCH_KEYS if k in record)
+            + (f", reader_cost: {record['reader_cost']:.5f} s, batch_cost: {record['batch_cost']:.5f} s"
+               if "batch_cost" in record else "")
             + f", {record['images_per_second']:.1f} images/s, {record.get('train_seconds', 0):.1f}s"
         )
 
