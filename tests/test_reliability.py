@@ -165,7 +165,7 @@ def test_all_outliers_stops_naming_the_knobs_and_keeps_checkpoints(base, bad_dat
     latest = _resume_copy(base[0], str(tmp_path / "run"))
     before = _fingerprint(os.path.dirname(latest))
     proc = run_tool("tools/train.py", _overrides(bad_data[0], str(tmp_path / "run"), 2,
-                                                 f"Global.checkpoints={latest}", "Cluster.eps=1e-9"))
+                                                 f"Global.checkpoints={latest}", "Cluster.eps=1e-9", "Cluster.min_samples=100000"))
     line = _error_line(proc)
     usable = bad_data[2]["usable"]
     assert "epoch 2: clustering found no cluster" in line and f"({usable} outliers of {usable} images)" in line
