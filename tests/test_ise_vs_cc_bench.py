@@ -1,20 +1,14 @@
 """benchmarks/ise_vs_cc_demo.py: log summary and paired statistics by hand."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 
 import pytest
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+from tiny import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("ise_vs_cc_demo", os.path.join(ROOT, "benchmarks", "ise_vs_cc_demo.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+    return load_script("benchmarks/ise_vs_cc_demo.py")
 
 
 def test_summary_and_paired_interval():

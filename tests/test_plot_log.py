@@ -1,23 +1,18 @@
 """tools/plot_log.py on synthetic train_log.jsonl files."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
+from tiny import load_script
 
 pytest.importorskip("matplotlib")
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-
 
 def _load():
-    spec = importlib.util.spec_from_file_location("plot_log", os.path.join(ROOT, "tools", "plot_log.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+    return load_script("tools/plot_log.py")
 
 
 def _write_run(folder, seed: int, ise: bool, epochs: int = 12) -> str:

@@ -63,3 +63,14 @@ def read_log(out: str) -> List[dict]:
 
     with open(os.path.join(out, "train_log.jsonl"), encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def load_script(relpath: str):
+    """Import a repo script that is not a package module (tools/, benchmarks/) by its path."""
+    import importlib.util
+
+    name = os.path.splitext(os.path.basename(relpath))[0]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relpath))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
