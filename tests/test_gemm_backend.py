@@ -147,7 +147,7 @@ import json, sys
 import paddle  # noqa: F401  (as in training: paddle is loaded)
 from ppise.cluster import gemm_backend
 chosen = gemm_backend.select("auto")
-info = gemm_backend._numpy_blas() or {}
+info = gemm_backend._blas("numpy") or {}
 print(json.dumps({"chosen": chosen.name, "rates": chosen.measured, "arch": info.get("architecture")}))
 """
 

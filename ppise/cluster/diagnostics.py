@@ -16,11 +16,6 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from ppise.errors import DataError
 
 
-def _distinct_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Rows of distinct (a, b) pairs."""
-    return np.unique(np.stack([a, b], axis=1), axis=0)
-
-
 def cluster_diagnostics(labels: np.ndarray, true_ids: np.ndarray) -> Dict[str, float]:
     """ARI, NMI, mixed clusters and sub identities of pseudo ``labels`` against ``true_ids``."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -40,7 +35,7 @@ def cluster_diagnostics(labels: np.ndarray, true_ids: np.ndarray) -> Dict[str, f
     }
     kept = ~out
     if kept.any():
-        pairs = _distinct_pairs(labels[kept], truth[kept])
+        pairs = np.unique(np.stack([labels[kept], truth[kept]], axis=1), axis=0)  # distinct pairs
         ids_per_cluster = np.bincount(pairs[:, 0])
         clusters_per_id = np.bincount(pairs[:, 1])
         stats["mixed_clusters"] = int((ids_per_cluster > 1).sum())

@@ -7,13 +7,10 @@ from ppise.errors import DataError
 
 
 def check_features(features: np.ndarray, name: str = "features") -> np.ndarray:
-    """Return C-contiguous float32 rows scaled to unit L2 norm.
+    """C-contiguous float32 rows scaled to unit L2 norm (the Jaccard definition assumes them).
 
-    The Jaccard definition (docs/design.md section 3) assumes unit features, so rows that are
-    not normalised are normalised here rather than refused: the caller's extractor may or
-    may not have normalised, and the answer must not depend on that. Empty input, a wrong
-    rank, non-finite values and all-zero rows cannot be normalised and raise ``DataError``
-    naming the first offending row.
+    Rows are normalised rather than refused, so the answer does not depend on the extractor;
+    empty or non-2-D input, non-finite values and all-zero rows raise ``DataError``.
     """
     if hasattr(features, "numpy") and not isinstance(features, np.ndarray):
         features = features.numpy()  # a paddle / torch tensor

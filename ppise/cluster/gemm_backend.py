@@ -1,25 +1,16 @@
 """Which library multiplies the features in the exact kNN: chosen by measurement, once per process.
 
-The same machine can multiply float32 matrices at very different speeds depending on the
-library: numpy's bundled OpenBLAS picks its kernel from the processor it recognises and
-falls back to the generic ``Prescott`` kernel on processors it does not know (61 GFLOP/s
-against 245 with the right kernel on one development machine), while Paddle's MKL or
-another installed library may do better or worse. So the first exact kNN of a process
-times a small product (about 4 GFLOP) with every available backend and keeps the fastest;
-each candidate's result is checked against a float64 product first, and one that is
-wrong is dropped with a warning (this is also what guards a user's own
-``OPENBLAS_CORETYPE``: ppise never sets it). The choice is logged with its GFLOP/s.
-
-Backends (``Cluster.gemm``): ``auto`` (default: measure), ``numpy``, ``paddle``; also
-``scipy`` (scipy's own bundled OpenBLAS, when it is a different library from numpy's) and
-``torch`` (when importable). All compute ``a @ b.T`` in float32 and list the same
-neighbours: results differ only in rounding, so only near-ties can swap.
+Speeds differ widely (numpy's OpenBLAS falls back to its generic ``Prescott`` kernel on
+processors it does not know: 61 GFLOP/s against 245), so ``Cluster.gemm: auto`` times a
+~4 GFLOP product with every backend that passes a float64 check (which also guards a user's
+``OPENBLAS_CORETYPE``) and logs the fastest. All compute ``a @ b.T`` in float32, so only
+near-ties can swap neighbours.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional
@@ -84,48 +75,31 @@ def _torch_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     torch.matmul(torch.from_numpy(a), torch.from_numpy(b).T, out=torch.from_numpy(out))
 
 
-def _blas_libraries() -> List[dict]:
+def _blas(lib: str) -> Optional[dict]:
+    """threadpoolctl's record of the BLAS ``lib`` ("numpy" or "scipy") loaded."""
     from threadpoolctl import threadpool_info
 
-    return [info for info in threadpool_info() if info.get("user_api") == "blas"]
-
-
-def _numpy_blas() -> Optional[dict]:
-    for info in _blas_libraries():
-        if "numpy" in info.get("filepath", ""):
-            return info
-    libs = _blas_libraries()
-    return libs[0] if libs else None
-
-
-def _scipy_blas() -> Optional[dict]:
-    import scipy.linalg.blas  # noqa: F401 - loads scipy's BLAS so threadpoolctl lists it
-
-    for info in _blas_libraries():
-        if "scipy" in info.get("filepath", ""):
-            return info
-    return None
-
-
-def _describe_blas(info: Optional[dict]) -> str:
-    if info is None:
-        return "unknown BLAS"
-    parts = [info.get("internal_api", "?"), str(info.get("version") or ""), str(info.get("architecture") or "")]
-    return " ".join(p for p in parts if p)
+    if lib == "scipy":
+        import scipy.linalg.blas  # noqa: F401 - loads scipy's BLAS so threadpoolctl lists it
+    libs = [info for info in threadpool_info() if info.get("user_api") == "blas"]
+    own = [info for info in libs if lib in info.get("filepath", "")]
+    if own:
+        return own[0]
+    return libs[0] if libs and lib == "numpy" else None
 
 
 def blas_kernel(backend: str = "numpy") -> str:
     """The library behind ``backend``, e.g. ``numpy: openblas 0.3.21 Zen`` (OpenBLAS names the
     kernel it picked for this processor; ``Prescott`` is its generic fallback)."""
-    coretype = os.environ.get("OPENBLAS_CORETYPE")
-    env = f" (OPENBLAS_CORETYPE={coretype})" if coretype else ""
-    if backend == "numpy":
-        return f"numpy: {_describe_blas(_numpy_blas())}{env}"
-    if backend == "scipy":
-        return f"scipy: {_describe_blas(_scipy_blas())}{env}"
     if backend == "paddle":
         return "paddle: MKL" if _paddle_has_mkl() else "paddle: own BLAS"
-    return backend
+    if backend not in ("numpy", "scipy"):
+        return backend
+    info = _blas(backend) or {"internal_api": "unknown BLAS"}
+    parts = (info.get("internal_api", "?"), info.get("version"), info.get("architecture"))
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    env = f" (OPENBLAS_CORETYPE={coretype})" if coretype else ""
+    return f"{backend}: {' '.join(str(p) for p in parts if p)}{env}"
 
 
 def _paddle_has_mkl() -> bool:
@@ -143,35 +117,18 @@ def available() -> Dict[str, Gemm]:
     """The backends importable in this process, in preference order for equal speed."""
     found: Dict[str, Gemm] = {"numpy": _numpy_gemm}
     try:
-        sci = _scipy_blas()
-        num = _numpy_blas()
+        sci, num = _blas("scipy"), _blas("numpy")
         if sci is not None and (num is None or sci.get("filepath") != num.get("filepath")):
             found["scipy"] = _scipy_gemm
     except Exception:  # noqa: BLE001 - scipy missing or without BLAS wrappers
         pass
-    try:
-        import paddle  # noqa: F401
-
-        found["paddle"] = _paddle_gemm
-    except Exception:  # noqa: BLE001
-        pass
-    if "torch" in sys.modules or _importable("torch"):
+    for name, gemm in (("paddle", _paddle_gemm), ("torch", _torch_gemm)):
         try:
-            import torch  # noqa: F401
-
-            found["torch"] = _torch_gemm
-        except Exception:  # noqa: BLE001
-            pass
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - not installed, or broken
+            continue
+        found[name] = gemm
     return found
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def check_gemm(gemm: Gemm, seed: int = 0) -> float:
@@ -186,11 +143,14 @@ def check_gemm(gemm: Gemm, seed: int = 0) -> float:
     return err if np.isfinite(err) else float("inf")
 
 
-def measure(backends: Dict[str, Gemm], rows: int = PROBE_ROWS, dim: int = PROBE_DIM, repeats: int = PROBE_REPEATS) -> Dict[str, float]:
-    """GFLOP/s of each backend on ``rows x dim @ dim x rows`` (best of ``repeats``, rounds interleaved).
+def measure(
+    backends: Dict[str, Gemm], rows: int = PROBE_ROWS, dim: int = PROBE_DIM,
+    repeats: int = PROBE_REPEATS,
+) -> Dict[str, float]:
+    """GFLOP/s of each backend on ``rows x dim @ dim x rows``, best of ``repeats``.
 
-    Interleaving the rounds spreads any load from other processes over all candidates.
-    Call it inside ``gemm_knn.all_cores()`` to time what the kNN will get.
+    Rounds are interleaved so load from other processes spreads over all candidates; call
+    it inside ``gemm_knn.all_cores()`` to time what the kNN will get.
     """
     rng = np.random.default_rng(1)
     a = rng.standard_normal((rows, dim), dtype=np.float32)
@@ -268,8 +228,8 @@ def select(name: Optional[str] = None) -> GemmBackend:
 
     t0 = time.perf_counter()
     with all_cores():
-        rates = measure(good) if len(good) > 1 else {"numpy": 0.0}
-    best = max(rates, key=lambda k: rates[k])
+        rates = measure(good) if len(good) > 1 else dict.fromkeys(good, 0.0)
+    best = max(rates, key=rates.get)
     backend = GemmBackend(best, good[best], gflops=rates[best], measured=rates, kernel=blas_kernel(best))
     logger.info(
         f"exact kNN matrix products: {backend.describe()}, chosen in {time.perf_counter() - t0:.2f} s "

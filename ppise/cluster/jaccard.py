@@ -1,28 +1,17 @@
 """Sparse k-reciprocal Jaccard distance (docs/design.md section 3), vectorised with scipy.sparse.
 
-Same answer as cluster contrast's ``compute_jaccard_distance`` but every N x N object is
-sparse with O(N*k) entries and no Python loop runs over samples. Details reproduced
-from the reference:
+Same answer as cluster contrast's ``compute_jaccard_distance``, but every N x N object is
+sparse with O(N*k) entries and no Python loop runs over samples. Reproduced details:
 
-* ``rank`` holds k1 columns, the point itself first (the reference searches k1
-  neighbours, so its ``rank[i, :k1+1]`` slice has k1 entries, self included);
+* ``rank`` holds k1 columns, self first (the reference's ``rank[i, :k1+1]`` has k1 entries);
 * R(i, k) = {j in rank[i, :k+1] : i in rank[j, :k+1]}, columns capped at k1;
 * expansion with k = int(np.around(k1 / 2)) and the strict ``overlap > 2/3 * size`` rule;
 * softmax of -(2 - 2 f_i.f_j) over R*(i); query expansion = mean of the V rows of
   rank[i, :k2] (skipped when k2 == 1); m = sum of min over shared support,
   d = 1 - m / (2 - m), clipped at 0.
 
-Deviations, all documented: N < k1 caps the rank length at N (so every set is over the
-N points there are); a duplicate listed before the point itself is moved after it; the
-diagonal is stored as an exact 0 (the reference's float32 sums leave ~1e-7 there).
-
-Memory guard: before the pairs sharing support are stored, their number is estimated
-(raw contributions, counted for free, times the distinct / raw ratio of ~1024 sampled
-rows) and, at ~``BYTES_PER_PAIR`` bytes a pair, compared with a budget (argument
-``memory_budget_bytes``, else ``$PPISE_JACCARD_MEMORY_GB``, else half the available
-RAM); the running count is checked while storing too. Over budget -> ``TrainingError``
-naming ``Cluster.knn``, ``Cluster.k1`` and the estimate, never a silent 13 GB. The guard
-reads but never changes the pairs: results are bit-identical with or without it.
+Deviations: N < k1 caps the rank length at N; a duplicate listed before the point itself is
+moved after it; the diagonal is an exact 0 (the reference's float32 sums leave ~1e-7).
 """
 from __future__ import annotations
 
@@ -40,9 +29,8 @@ from ppise.cluster.knn import knn_search
 
 # Pairs generated per block of rows in the min-sum: bounds the transient memory (~30 bytes a pair).
 _PAIR_CHUNK = 1 << 20
-# Peak bytes per stored upper-triangle pair: its int32 column + float32 distance, their
-# concatenation, the transposed copy and the symmetric result (2 entries); measured 46 at
-# N = 100,000 (20.4 M and 52.3 M pairs), against 89-91 for the previous COO assembly.
+# Peak bytes per stored upper-triangle pair (column, distance, their concatenation, the
+# transpose, the symmetric result); measured 46 at N = 100,000 (20.4 M and 52.3 M pairs).
 BYTES_PER_PAIR = 48
 MEMORY_ENV = "PPISE_JACCARD_MEMORY_GB"
 
@@ -81,9 +69,8 @@ def _expanded_sets(rank: np.ndarray, k1: int) -> sp.csr_matrix:
 def _pair_similarities(x: np.ndarray, sims: np.ndarray, rank: np.ndarray, pattern: sp.csr_matrix) -> np.ndarray:
     """f_i . f_j for every stored (i, j) of ``pattern`` (CSR, sorted indices), in storage order.
 
-    Most pairs are kNN pairs whose similarity faiss already returned: an element-wise
-    sparse product picks those up in one linear pass (values shifted by +4 so none is 0);
-    the few others (expansion members beyond rank i's list) are computed in batches.
+    Most are kNN pairs whose similarity the search returned: one element-wise sparse product
+    picks them up (shifted by +4 so none is 0); the few others are computed in batches.
     """
     n, k = rank.shape
     known = sp.csr_matrix(
@@ -122,15 +109,14 @@ def _encode(x: np.ndarray, sims: np.ndarray, rank: np.ndarray, k1: int, k2: int)
     v = sp.csr_matrix((weights, expanded.indices, expanded.indptr), shape=(n, n))
     if k2 != 1:
         q = min(k2, rank.shape[1])
-        avg = sp.csr_matrix(
-            (np.full(n * q, 1.0 / q, dtype=np.float32), (np.repeat(np.arange(n), q), rank[:, :q].ravel())), shape=(n, n)
-        )
+        avg = _binary(np.repeat(np.arange(n), q), rank[:, :q].ravel(), n) * (1.0 / q)
         v = (avg @ v).tocsr()
     return v
 
 
 def _pair_budget(budget_bytes: Optional[float]) -> float:
-    """Bytes the stored pairs may take: the argument, else $PPISE_JACCARD_MEMORY_GB, else half the free RAM."""
+    """Bytes the stored pairs may take: the argument, else $PPISE_JACCARD_MEMORY_GB, else half
+    the available RAM."""
     if budget_bytes is not None:
         return float(budget_bytes)
     env = os.environ.get(MEMORY_ENV)
@@ -146,13 +132,10 @@ def _pair_budget(budget_bytes: Optional[float]) -> float:
 
 
 class _PairBlocks:
-    """Upper-triangle pairs of V sharing support, generated block of rows by block of rows.
+    """Upper-triangle pairs of V sharing support, block of rows by block of rows.
 
-    Inverted index walk: for each nonzero V_ik (in row order), its partners are the rows
-    after i in column k's posting list (CSC, rows sorted), so the pairs of a block of rows
-    come out grouped by i; a linear double transpose (CSR -> CSC -> CSR) sorts each row's
-    columns and duplicate (i, j) contributions are then summed in one pass. Blocks keep
-    every temporary small (they stay in the allocator's reuse range: no page-fault storms).
+    The partners of each nonzero V_ik are the rows after i in column k's posting list (CSC);
+    small blocks keep temporaries in the allocator's reuse range (no page-fault storms).
     """
 
     def __init__(self, v: sp.csr_matrix) -> None:
@@ -191,12 +174,8 @@ class _PairBlocks:
         return block
 
     def estimate_stored(self, samples: int = 1024, seed: int = 0) -> float:
-        """Expected number of distinct pairs, from the distinct / raw ratio of random rows.
-
-        Counting raw contributions is free (``ends``) but overcounts pairs sharing many
-        columns; the exact distinct count would cost a full pass, so ~1000 rows,
-        drawn with probability proportional to their raw count, give the ratio.
-        """
+        """Expected number of distinct pairs: the free raw count (``ends``) times the distinct /
+        raw ratio of ``samples`` rows drawn in proportion to their raw count."""
         raw = int(self.ends[-1]) if self.n else 0
         if raw == 0:
             return 0.0
@@ -210,16 +189,11 @@ class _PairBlocks:
 def _upper_distances(
     v: sp.csr_matrix, budget_bytes: Optional[float] = None, knn: str = "exact", k1: int = 30
 ) -> sp.csr_matrix:
-    """Upper triangle (i < j) of the Jaccard distances, CSR with sorted int32 columns.
+    """Upper triangle (i < j) of the Jaccard distances, CSR with sorted int32 columns (d < 1).
 
-    m_ij = sum_k min(V_ik, V_jk) over pairs sharing support, d = 1 - m / (2 - m) clipped at
-    0, computed block by block of rows so only the float32 distances and int32 columns are
-    kept (pairs with d >= 1, i.e. m underflowed to 0, are dropped).
-
-    Before any pair is stored, the number of distinct pairs is estimated and compared with
-    the memory budget (``_pair_budget``); while storing, the running count is checked too,
-    so a blow-up (e.g. poor approximate neighbour lists) stops with a ``TrainingError``
-    instead of exhausting the machine's memory.
+    The estimated, then the running, count of stored pairs is checked against the memory
+    budget (``_pair_budget``): a blow-up (e.g. poor approximate neighbour lists) raises a
+    ``TrainingError`` instead of exhausting memory. The check never changes the result.
     """
     pairs = _PairBlocks(v)
     n = pairs.n
@@ -270,9 +244,8 @@ def _upper_distances(
 
 
 def _symmetric_with_zero_diagonal(upper: sp.csr_matrix) -> sp.csr_matrix:
-    """Full CSR from a strictly upper-triangular CSR: row r = lower part, an explicit 0 at
-    (r, r), upper part; columns come out sorted without a sort. Explicit zeros off the
-    diagonal (duplicate features) are kept, which ``upper + upper.T`` would drop."""
+    """Full CSR (columns sorted) from a strictly upper-triangular one, with an explicit 0 at
+    (r, r); explicit zeros off the diagonal (duplicates) are kept, unlike ``upper + upper.T``."""
     n = upper.shape[0]
     lower = upper.T.tocsr()  # a transpose by counting sort: columns sorted, explicit zeros kept
     c_low, c_up = np.diff(lower.indptr), np.diff(upper.indptr)
@@ -305,8 +278,7 @@ def jaccard_from_knn(
 ) -> sp.csr_matrix:
     """Jaccard distances from unit features and their kNN (self first, k1 columns capped at N).
 
-    ``memory_budget_bytes`` bounds the stored pairs (default: see ``_pair_budget``);
-    ``knn`` only names the search method in the error raised when they would exceed it.
+    ``knn`` only names the search method in the error raised over ``memory_budget_bytes``.
     """
     v = _encode(x, sims, rank, k1, k2)
     upper = _upper_distances(v, memory_budget_bytes, knn, k1)
@@ -344,9 +316,8 @@ def jaccard_distance(
 ) -> sp.csr_matrix:
     """N x N CSR of k-reciprocal Jaccard distances, storing every pair with distance < 1.
 
-    Rows are L2-normalised first (see ``check_features``); the diagonal's zeros are
-    stored explicitly so DBSCAN on the sparse matrix counts each point in its own
-    neighbourhood, exactly like the dense matrix.
+    Rows are L2-normalised first; the diagonal's zeros are stored so that sparse DBSCAN
+    counts each point in its own neighbourhood, like the dense matrix.
     """
     check_k(k1, k2)
     return jaccard_of_unit(check_features(features), k1, k2, knn, device, memory_budget_bytes)[0]

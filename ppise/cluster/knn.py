@@ -1,26 +1,10 @@
-"""k-nearest-neighbour rank lists with faiss: exact by default, approximate options for large N.
+"""k-nearest-neighbour rank lists: exact by default (``gemm_knn``), pivot cells for large N.
 
-Features are unit rows, so inner product order equals the L2 order the reference uses
-(cluster contrast searches ``IndexFlatL2``); we search by inner product and return the
-similarities too, which the Jaccard step reuses instead of recomputing dot products.
-
-``Cluster.knn`` options. Every option returns the exact full-dimensional similarities of
-the neighbours it lists; only recall can differ from ``exact``.
-
-* ``exact``: brute force, O(N^2 D). On the CPU the products come from numpy's BLAS and
-  faiss's heaps keep the best k (``gemm_knn.py``: about 5x faster than ``faiss.knn`` on
-  the development machines); ``device: gpu`` uses a faiss GPU flat index.
-* ``ivf``: overlapping pivot cells (``pivot_knn.py``): each row joins the cells of its 8
-  most similar pivots, pairs inside a cell are scored exactly. About N * 2048 pairs instead
-  of N^2; the stats report a recall estimate measured on 256 rows every time, and below
-  ``pivot_knn.IVF_MIN_RECALL`` the exact search replaces the lists (with a warning): on features
-  whose identities crowd a low-dimensional subspace (benchmark ``--id-rank 128``, N =
-  100,000) it reached only 0.80, and labels from such lists were far off (ARI 0.15).
-  Recommended for N in the hundreds of thousands; below ``pivot_knn.APPROX_MIN_ROWS`` rows it runs
-  ``exact``.
-
-The Jaccard stage refuses (``TrainingError``) neighbour lists whose k-reciprocal sets
-would not fit in memory, which is how poor approximate lists show up at large N.
+Features are unit rows, so inner-product order is the reference's L2 order; the similarities
+are returned too (exact full-dimensional ones whatever ``Cluster.knn``: only recall differs)
+and the Jaccard step reuses them. ``ivf`` (``pivot_knn``) falls back to the exact search
+below ``APPROX_MIN_ROWS`` rows or ``IVF_MIN_RECALL`` estimated recall: on features crowding
+a low-dimensional subspace (benchmark ``--id-rank 128``) it reached only 0.80, and ARI 0.15.
 """
 from __future__ import annotations
 
@@ -47,11 +31,8 @@ def check_method(method: str) -> None:
 
 
 def resolve_device(device: str) -> str:
-    """Return 'gpu' only when faiss sees a GPU; otherwise warn once and use the CPU.
-
-    Paddle may train on a GPU while only faiss-cpu is installed; refusing to cluster then
-    would stop a run that the CPU can finish, so we fall back with a warning instead.
-    """
+    """'gpu' only when faiss sees a GPU, else warn and use the CPU (paddle may train on a GPU
+    with only faiss-cpu installed: the CPU can still finish the run)."""
     if device not in DEVICES:
         raise ConfigError(f"Cluster.device: unknown value {device!r}; expected one of {DEVICES}")
     if device == "gpu" and faiss.get_num_gpus() == 0:
@@ -60,13 +41,9 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _to_gpu(index: faiss.Index) -> faiss.Index:
-    return faiss.index_cpu_to_all_gpus(index)
-
-
 def _exact(x: np.ndarray, k: int, device: str) -> Tuple[np.ndarray, np.ndarray]:
     if device == "gpu":
-        index = _to_gpu(faiss.IndexFlatIP(x.shape[1]))
+        index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(x.shape[1]))
         index.add(x)
         return index.search(x, k)
     return topk_inner_product(x, x, k)
@@ -92,12 +69,8 @@ def _ivf(x: np.ndarray, k: int, device: str, info: Dict[str, float]) -> Tuple[np
 
 
 def _self_first(sims: np.ndarray, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Put each point itself in column 0, keeping the order of the others.
-
-    With duplicate features (or an approximate index) faiss may list a twin before the
-    point or miss the point; the definition wants i first, so rows missing i drop their
-    last neighbour to make room (its similarity to itself is 1).
-    """
+    """Put each point itself in column 0, keeping the others' order (a duplicate may come
+    first); rows missing the point drop their last neighbour to make room."""
     n, k = idx.shape
     own = np.arange(n, dtype=idx.dtype)
     mask = idx == own[:, None]
@@ -116,21 +89,16 @@ def _self_first(sims: np.ndarray, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarr
 def knn_search(
     x: np.ndarray, k: int, method: str = "exact", device: str = "cpu", info: Optional[Dict[str, float]] = None
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """Return (similarities float32, indices int64), N x k, each row nearest first, self first.
+    """(similarities float32, indices int64), N x k, self first, then nearest first.
 
-    ``x`` must be unit float32 rows (see ``check_features``); ``k`` must be <= N.
-    Approximate methods may leave rows short: those rows are searched again exactly, so
-    every row holds k real neighbours. ``info``, when given, receives the method's
-    diagnostics (``knn_recall_estimate``... for ``ivf``).
+    ``x``: unit float32 rows (``check_features``); ``k`` <= N. Rows an approximate method
+    leaves short are searched again exactly. ``info`` receives the method's diagnostics.
     """
     check_method(method)
     device = resolve_device(device)
     info = {} if info is None else info
     with all_cores():
-        if method == "ivf":
-            sims, idx = _ivf(x, k, device, info)
-        else:
-            sims, idx = _exact(x, k, device)
+        sims, idx = _ivf(x, k, device, info) if method == "ivf" else _exact(x, k, device)
         idx = idx.astype(np.int64, copy=False)
         short = np.flatnonzero((idx < 0).any(axis=1))
         if short.size:

@@ -1,35 +1,23 @@
 """Approximate kNN for large N (``Cluster.knn: ivf``): overlapping pivot cells, exact scores.
 
-The exact search costs 2 N^2 D FLOPs (N = 100,000, D = 2048: minutes on 2 cores). Here
-every row joins the cells of its ``PIVOT_PROBES`` most similar *pivots* (random rows,
-one per ~``PIVOT_CELL`` rows); all pairs inside a cell are scored exactly with one matrix
-product, and each row keeps its best k over its cells. Two rows are compared when they
-share a pivot, so the work is about N * probes^2 * cell instead of N^2.
-
-Which space picks the pivots matters. Re-ID features carry strong *shared* variation
-(pose, background, camera: a few directions holding much of the variance); in that space
-a random pivot looks about as similar as a pivot of the same identity and the cells stop
-following identities. So the candidate space is chosen from the data: the features as
-they are, or with the leading principal directions removed up to the largest gap of the
-covariance spectrum. A sample of ``CHECK_QUERIES`` rows gets its exact neighbours, and
-the space in which more of those (row, neighbour) pairs share a pivot is used; with the
-leading directions removed, a small search in those directions adds the rows similar
-through them. The same sample then gives ``recall_estimate``, the fraction of exact
-neighbours the returned lists hold: it decides whether to add probes, is reported with
-the pseudo-label stats, and below ``IVF_MIN_RECALL`` the caller (knn.py) searches exactly.
-
-Similarities returned are always the exact ones of the original features; only recall
-can differ from ``knn: exact``. Measured figures: benchmarks/bench_pseudo_label.py.
+Every row joins the cells of its ``PIVOT_PROBES`` most similar pivots (random rows, one per
+``PIVOT_CELL``); pairs inside a cell are scored exactly, so the work is about
+N * probes^2 * cell instead of N^2. Re-ID features carry strong shared variation (pose,
+camera) in which a random pivot looks as similar as one of the same identity, so pivots may
+be picked with the leading principal directions removed (up to the covariance spectrum's
+largest gap), whichever space keeps more exact neighbours of ``CHECK_QUERIES`` sampled rows
+sharing a pivot. That sample also gives ``recall_estimate`` (knn.py falls back below
+``IVF_MIN_RECALL``). Measured figures: benchmarks/bench_pseudo_label.py.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import faiss
 import numpy as np
 
 from ppise.cluster.gemm_knn import topk_inner_product
-from ppise.cluster.pca import sample_pca
 from ppise.utils.arrays import l2_normalize
 
 # Measured in benchmarks/bench_pseudo_label.py on 2 CPU cores.
@@ -48,11 +36,12 @@ SEED = 1234
 _ROW_STEP = 16384  # rows per block when projecting features
 
 
+@dataclass
 class _Split:
     """Leading principal directions (shared variation) of the features and the residual space."""
 
-    def __init__(self, mean: np.ndarray, axes: np.ndarray) -> None:
-        self.mean, self.axes = mean, axes
+    mean: np.ndarray
+    axes: np.ndarray
 
     @property
     def dims(self) -> int:
@@ -75,18 +64,21 @@ class _Split:
         return z
 
 
-
 def _spectral_split(x: np.ndarray, rng: np.random.Generator) -> Optional[_Split]:
     """Split off the leading principal directions up to the largest gap of the covariance
     spectrum (ratio >= ``MIN_GAP``, at most ``MAX_DEFLATE`` directions); None without a gap."""
-    d = x.shape[1]
-    mean, vals, vecs = sample_pca(x, rng, SPECTRUM_SAMPLE)
+    n, d = x.shape
+    sample = x[np.sort(rng.choice(n, min(n, SPECTRUM_SAMPLE), replace=False))].astype(np.float64)
+    mean = sample.mean(axis=0)
+    sample -= mean
+    vals, vecs = np.linalg.eigh(sample.T @ sample / sample.shape[0])  # ascending
+    vals, vecs = vals[::-1], vecs[:, ::-1]
     top = np.maximum(vals[: min(MAX_DEFLATE, d - 1) + 1], 1e-12)
     ratios = top[:-1] / top[1:]
     r = int(np.argmax(ratios)) + 1
     if ratios[r - 1] < MIN_GAP:
         return None
-    return _Split(mean, np.ascontiguousarray(vecs[:, :r], dtype=np.float32))
+    return _Split(mean.astype(np.float32), np.ascontiguousarray(vecs[:, :r], dtype=np.float32))
 
 
 def _shared_pivot_rate(space: np.ndarray, pivots: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> float:
@@ -175,13 +167,11 @@ def _leading_candidates(lead: np.ndarray, k: int) -> np.ndarray:
 
 
 def pivot_knn(x: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray, Dict[str, float]]:
-    """Approximate (similarities, indices) N x k with exact similarities, plus diagnostics:
-    ``deflated_dims`` (leading directions removed to pick pivots, 0 = none) and
-    ``recall_estimate`` (fraction of the exact neighbours of ``CHECK_QUERIES`` rows listed).
+    """Approximate (similarities, indices) N x k with exact similarities, plus diagnostics
+    (``deflated_dims``: leading directions removed to pick pivots; ``recall_estimate``...).
 
-    With a split, rows that are similar mostly through the leading (shared) directions are
-    not found by residual-space pivots, so an exact search in those few dimensions adds k
-    candidates per row; all candidates are re-scored with the full features.
+    Residual-space pivots miss rows similar mostly through the leading directions, so a
+    search in those few dimensions adds k candidates per row (re-scored on full features).
     """
     n = x.shape[0]
     rng = np.random.default_rng(SEED)
@@ -189,14 +179,13 @@ def pivot_knn(x: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray, Dict[str, 
     _, truth = topk_inner_product(x[queries], x, k)
     pivots = np.sort(rng.choice(n, max(PIVOT_PROBES[-1], n // PIVOT_CELL), replace=False))
     split = _spectral_split(x, rng)
-    z = None
+    space = x if split is None else split.residual(x)
     if split is not None:
-        z = split.residual(x)
-        if _shared_pivot_rate(z, pivots, queries, truth) <= _shared_pivot_rate(x, pivots, queries, truth):
-            z, split = None, None
-    space = x if z is None else z
+        rates = [_shared_pivot_rate(s, pivots, queries, truth) for s in (space, x)]
+        if rates[0] <= rates[1]:
+            space, split = x, None
     _, top = topk_inner_product(space, space[pivots], PIVOT_PROBES[-1])
-    del z, space
+    del space
     extra = None
     if split is not None:
         cand = _leading_candidates(split.leading(x), k)

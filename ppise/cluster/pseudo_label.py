@@ -1,11 +1,8 @@
 """Pseudo labels for one epoch: kNN -> sparse Jaccard -> DBSCAN -> centroids (+ diagnostics).
 
-DBSCAN runs on the sparse precomputed matrix: scikit-learn treats stored entries as the
-neighbourhood and absent ones as infinitely far, which is exactly right because absent
-pairs have distance 1 >= eps. Before DBSCAN only pairs with distance <= eps are kept and
-their values set to an explicit 0: the neighbourhoods are unchanged (so are the labels,
-cluster numbering included) and rows are then trivially "sorted by distance", which
-spares scikit-learn's per-row Python sort.
+Sparse DBSCAN treats absent pairs as infinitely far, which is right: their distance is
+1 >= eps. Pairs within eps are given an explicit 0 (same neighbourhoods and labels), so
+rows are trivially sorted by distance and scikit-learn skips its per-row Python sort.
 """
 from __future__ import annotations
 
@@ -23,7 +20,7 @@ from ppise.cluster.diagnostics import cluster_diagnostics
 from ppise.cluster.features import check_features
 from ppise.cluster.gemm_backend import check_choice, preferred
 from ppise.cluster.jaccard import check_k, jaccard_of_unit
-from ppise.cluster.knn import DEVICES, check_method
+from ppise.cluster.knn import check_method, resolve_device
 from ppise.utils.arrays import l2_normalize
 
 
@@ -56,16 +53,6 @@ def cluster_centroids(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return l2_normalize(np.asarray(members @ x))
 
 
-def _check_params(eps: float, min_samples: int, knn: str, device: str) -> None:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 < float(eps) < 1:
-        raise ConfigError(f"Cluster.eps: expected a number in (0, 1) (Jaccard distances lie in [0, 1]), got {eps!r}")
-    if isinstance(min_samples, bool) or not isinstance(min_samples, (int, np.integer)) or min_samples < 1:
-        raise ConfigError(f"Cluster.min_samples: expected a positive integer, got {min_samples!r}")
-    check_method(knn)
-    if device not in DEVICES:
-        raise ConfigError(f"Cluster.device: unknown value {device!r}; expected one of {DEVICES}")
-
-
 def pseudo_labels(
     features: np.ndarray,
     k1: int = 30,
@@ -77,15 +64,18 @@ def pseudo_labels(
     device: str = "cpu",
     gemm: str = "auto",
 ) -> PseudoLabels:
-    """Cluster features into pseudo identities.
+    """Cluster features (L2-normalised here) into pseudo identities.
 
-    ``device='gpu'`` runs the faiss search on GPU when faiss sees one, otherwise it warns
-    and uses the CPU. Features are L2-normalised here (rows need not be unit already).
-    ``gemm`` picks the library of the exact kNN's matrix products (``gemm_backend``:
-    ``auto`` measures once per process and keeps the fastest).
+    ``device='gpu'`` falls back to the CPU with a warning when faiss sees no GPU; ``gemm``
+    picks the exact kNN's matrix-product library (``gemm_backend``).
     """
     check_k(k1, k2)
-    _check_params(eps, min_samples, knn, device)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 < float(eps) < 1:
+        raise ConfigError(f"Cluster.eps: expected a number in (0, 1) (Jaccard distances lie in [0, 1]), got {eps!r}")
+    if isinstance(min_samples, bool) or not isinstance(min_samples, (int, np.integer)) or min_samples < 1:
+        raise ConfigError(f"Cluster.min_samples: expected a positive integer, got {min_samples!r}")
+    check_method(knn)
+    device = resolve_device(device)
     gemm = check_choice(gemm)
     t0 = time.perf_counter()
     x = check_features(features)
@@ -109,10 +99,9 @@ _CONFIG_DEFAULTS = {k: CLUSTER_DEFAULTS[k] for k in ("k1", "k2", "eps", "min_sam
 def pseudo_labels_from_config(
     features: np.ndarray, cluster_cfg: Optional[Mapping[str, Any]], true_ids: Optional[np.ndarray] = None
 ) -> PseudoLabels:
-    """``pseudo_labels`` with the keys of the ``Cluster`` config section (missing keys take defaults).
+    """``pseudo_labels`` with the keys of the ``Cluster`` config section (missing: defaults).
 
-    Keys other than k1, k2, eps, min_samples, knn, device, gemm are left to the caller (the
-    section may hold hook settings); a bad value raises ConfigError naming ``Cluster.<key>``.
+    Other keys (hook settings) are ignored; a bad value raises ConfigError naming it.
     """
     cfg = dict(_CONFIG_DEFAULTS)
     if cluster_cfg is not None:
