@@ -1,7 +1,4 @@
-"""Pseudo labels for unsupervised re-ID: faiss kNN -> sparse k-reciprocal Jaccard -> DBSCAN.
-
-Pure numpy / scipy / faiss / scikit-learn (no paddle), memory O(N*k).
-"""
+"""Pseudo labels for unsupervised re-ID: kNN -> sparse k-reciprocal Jaccard -> DBSCAN, O(N*k)."""
 from ppise.cluster.diagnostics import cluster_diagnostics
 from ppise.cluster.jaccard import jaccard_distance
 from ppise.cluster.knn import knn_search

@@ -1,10 +1,8 @@
 """Clustering quality against true ids (logged only, never used for training).
 
-ARI and NMI are computed on ALL samples, each outlier (-1) counted as its own singleton
-cluster: dropping hard samples as outliers must not look like better clustering.
-``mixed_clusters`` counts clusters holding more than one true id; ``sub_identities``
-counts true ids whose clustered (non-outlier) samples fall into more than one cluster:
-the two error kinds ISE targets.
+ARI and NMI count each outlier as its own cluster, so dropping hard samples does not look
+better. ``mixed_clusters`` (several true ids) and ``sub_identities`` (an id split over
+several clusters) are the two error kinds ISE targets.
 """
 from __future__ import annotations
 

@@ -147,11 +147,8 @@ def measure(
     backends: Dict[str, Gemm], rows: int = PROBE_ROWS, dim: int = PROBE_DIM,
     repeats: int = PROBE_REPEATS,
 ) -> Dict[str, float]:
-    """GFLOP/s of each backend on ``rows x dim @ dim x rows``, best of ``repeats``.
-
-    Rounds are interleaved so load from other processes spreads over all candidates; call
-    it inside ``gemm_knn.all_cores()`` to time what the kNN will get.
-    """
+    """GFLOP/s of each backend on ``rows x dim @ dim x rows``, best of ``repeats`` interleaved
+    rounds (so other processes' load hits all); call it inside ``gemm_knn.all_cores()``."""
     rng = np.random.default_rng(1)
     a = rng.standard_normal((rows, dim), dtype=np.float32)
     b = rng.standard_normal((rows, dim), dtype=np.float32)

@@ -36,10 +36,8 @@ def paddle_threads() -> Optional[int]:
 
 @contextlib.contextmanager
 def all_cores() -> Iterator[None]:
-    """Let BLAS, Paddle and faiss use every core inside the block (restored afterwards).
-
-    Training limits them to one thread (``ppise.utils.device``); a search wants them all.
-    """
+    """Let BLAS, Paddle and faiss use every core inside the block (training limits them to one
+    thread, see ``ppise.utils.device``); restored afterwards."""
     from threadpoolctl import threadpool_limits
 
     cores = _cores()
@@ -71,12 +69,8 @@ def _heaps(sims: np.ndarray, ids: np.ndarray) -> "faiss.float_minheap_array_t":
 def topk_inner_product(
     x: np.ndarray, y: np.ndarray, k: int, backend: Optional[str] = None
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """For each row of ``x``, the ``k`` rows of ``y`` with the largest inner product.
-
-    Returns (similarities float32, indices int64), ``len(x) x k``, best first; fewer than
-    ``k`` rows in ``y`` leave -inf / -1 at the end, as faiss does. ``y is x`` multiplies each
-    block pair once. ``backend``: a ``gemm_backend`` choice (default: the one in force).
-    """
+    """For each row of ``x``, (similarities float32, indices int64) of the ``k`` rows of ``y``
+    with the largest inner product, best first; -inf / -1 pad rows when ``y`` is short."""
     from ppise.cluster.gemm_backend import select
 
     same = y is x

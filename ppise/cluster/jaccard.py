@@ -1,23 +1,15 @@
 """Sparse k-reciprocal Jaccard distance (docs/design.md section 3), vectorised with scipy.sparse.
 
-Same answer as cluster contrast's ``compute_jaccard_distance``, but every N x N object is
-sparse with O(N*k) entries and no Python loop runs over samples. Reproduced details:
-
-* ``rank`` holds k1 columns, self first (the reference's ``rank[i, :k1+1]`` has k1 entries);
-* R(i, k) = {j in rank[i, :k+1] : i in rank[j, :k+1]}, columns capped at k1;
-* expansion with k = int(np.around(k1 / 2)) and the strict ``overlap > 2/3 * size`` rule;
-* softmax of -(2 - 2 f_i.f_j) over R*(i); query expansion = mean of the V rows of
-  rank[i, :k2] (skipped when k2 == 1); m = sum of min over shared support,
-  d = 1 - m / (2 - m), clipped at 0.
-
+Same answer as cluster contrast's ``compute_jaccard_distance`` (its ``rank[i, :k1+1]`` has k1
+entries, self included; expansion uses k = int(np.around(k1 / 2)) and a strict > 2/3), but
+every N x N object is sparse with O(N*k) entries and no Python loop runs over samples.
 Deviations: N < k1 caps the rank length at N; a duplicate listed before the point itself is
 moved after it; the diagonal is an exact 0 (the reference's float32 sums leave ~1e-7).
 """
 from __future__ import annotations
 
 import os
-import time
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 import psutil
@@ -67,13 +59,10 @@ def _expanded_sets(rank: np.ndarray, k1: int) -> sp.csr_matrix:
 
 
 def _pair_similarities(x: np.ndarray, sims: np.ndarray, rank: np.ndarray, pattern: sp.csr_matrix) -> np.ndarray:
-    """f_i . f_j for every stored (i, j) of ``pattern`` (CSR, sorted indices), in storage order.
-
-    Most are kNN pairs whose similarity the search returned: one element-wise sparse product
-    picks them up (shifted by +4 so none is 0); the few others are computed in batches.
-    """
+    """f_i . f_j for every stored (i, j) of ``pattern`` (CSR, sorted indices), in storage order:
+    kNN pairs reuse the search's similarities, the few others are computed in batches."""
     n, k = rank.shape
-    known = sp.csr_matrix(
+    known = sp.csr_matrix(  # +4 so that no known similarity is 0
         (sims.astype(np.float64).ravel() + 4.0, rank.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n)
     )
     hit = (pattern + pattern.multiply(known)).tocsr()  # same pattern; 1 + (s + 4) where known, 1 elsewhere
@@ -132,11 +121,8 @@ def _pair_budget(budget_bytes: Optional[float]) -> float:
 
 
 class _PairBlocks:
-    """Upper-triangle pairs of V sharing support, block of rows by block of rows.
-
-    The partners of each nonzero V_ik are the rows after i in column k's posting list (CSC);
-    small blocks keep temporaries in the allocator's reuse range (no page-fault storms).
-    """
+    """Upper-triangle pairs of V sharing support, block of rows by block of rows (small blocks
+    stay in the allocator's reuse range: no page-fault storms)."""
 
     def __init__(self, v: sp.csr_matrix) -> None:
         self.v = v
@@ -152,7 +138,8 @@ class _PairBlocks:
         self.idx = np.int32 if nnz < 2**31 - 1 else np.int64
         self.pos = pos = np.empty(nnz, dtype=np.int64)
         pos[to_csr] = np.arange(nnz, dtype=np.int64)
-        self.cnt = csc.indptr[1:][v.indices].astype(np.int64) - pos - 1  # partners after me in my column
+        # partners of V_ik: the rows after i in column k's posting list
+        self.cnt = csc.indptr[1:][v.indices].astype(np.int64) - pos - 1
         row_of = np.repeat(np.arange(n), np.diff(v.indptr))
         self.row_pairs = np.bincount(row_of, weights=self.cnt, minlength=n).astype(np.int64)
         self.ends = np.cumsum(self.row_pairs)
@@ -191,9 +178,8 @@ def _upper_distances(
 ) -> sp.csr_matrix:
     """Upper triangle (i < j) of the Jaccard distances, CSR with sorted int32 columns (d < 1).
 
-    The estimated, then the running, count of stored pairs is checked against the memory
-    budget (``_pair_budget``): a blow-up (e.g. poor approximate neighbour lists) raises a
-    ``TrainingError`` instead of exhausting memory. The check never changes the result.
+    A ``TrainingError`` stops a pair set over the memory budget (estimated, then counted)
+    instead of exhausting memory; the check never changes the result.
     """
     pairs = _PairBlocks(v)
     n = pairs.n
@@ -216,7 +202,7 @@ def _upper_distances(
     if estimate > limit:
         raise refuse(estimate, "an estimated")
     counts = np.zeros(n, dtype=np.int64)
-    cols_out, dist_out = [], []
+    cols_out, dist_out = [np.zeros(0, dtype=np.int32)], [np.zeros(0, dtype=np.float32)]
     stored = 0
     r0 = 0
     ends = pairs.ends
@@ -238,9 +224,7 @@ def _upper_distances(
             dist_out.append(d[keep])
         r0 = r1
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    cols = np.concatenate(cols_out) if cols_out else np.zeros(0, dtype=np.int32)
-    dist = np.concatenate(dist_out) if dist_out else np.zeros(0, dtype=np.float32)
-    return sp.csr_matrix((dist, cols, indptr), shape=(n, n))
+    return sp.csr_matrix((np.concatenate(dist_out), np.concatenate(cols_out), indptr), shape=(n, n))
 
 
 def _symmetric_with_zero_diagonal(upper: sp.csr_matrix) -> sp.csr_matrix:
@@ -276,10 +260,8 @@ def jaccard_from_knn(
     memory_budget_bytes: Optional[float] = None,
     knn: str = "exact",
 ) -> sp.csr_matrix:
-    """Jaccard distances from unit features and their kNN (self first, k1 columns capped at N).
-
-    ``knn`` only names the search method in the error raised over ``memory_budget_bytes``.
-    """
+    """Jaccard distances from unit features and their kNN (self first, k1 columns capped at N);
+    ``knn`` only names the search method in the error raised over ``memory_budget_bytes``."""
     v = _encode(x, sims, rank, k1, k2)
     upper = _upper_distances(v, memory_budget_bytes, knn, k1)
     del v
@@ -293,19 +275,6 @@ def check_k(k1: int, k2: int) -> None:
             raise ConfigError(f"Cluster.{key}: expected a positive integer, got {val!r}")
 
 
-def jaccard_of_unit(
-    x: np.ndarray, k1: int, k2: int, knn: str, device: str, memory_budget_bytes: Optional[float] = None
-) -> Tuple[sp.csr_matrix, Dict[str, float]]:
-    """Timed Jaccard of features already passed through ``check_features`` (+ the kNN's diagnostics)."""
-    t0 = time.perf_counter()
-    info: Dict[str, float] = {}
-    sims, rank = knn_search(x, min(k1, x.shape[0]), knn, device, info)
-    t1 = time.perf_counter()
-    dist = jaccard_from_knn(x, sims, rank, k1, k2, memory_budget_bytes, knn)
-    t2 = time.perf_counter()
-    return dist, {"knn_seconds": t1 - t0, "jaccard_seconds": t2 - t1, **info}
-
-
 def jaccard_distance(
     features: np.ndarray,
     k1: int = 30,
@@ -314,10 +283,9 @@ def jaccard_distance(
     device: str = "cpu",
     memory_budget_bytes: Optional[float] = None,
 ) -> sp.csr_matrix:
-    """N x N CSR of k-reciprocal Jaccard distances, storing every pair with distance < 1.
-
-    Rows are L2-normalised first; the diagonal's zeros are stored so that sparse DBSCAN
-    counts each point in its own neighbourhood, like the dense matrix.
-    """
+    """N x N CSR of k-reciprocal Jaccard distances of L2-normalised rows: every pair < 1, and
+    the diagonal's zeros (so sparse DBSCAN counts each point in its own neighbourhood)."""
     check_k(k1, k2)
-    return jaccard_of_unit(check_features(features), k1, k2, knn, device, memory_budget_bytes)[0]
+    x = check_features(features)
+    sims, rank = knn_search(x, min(k1, x.shape[0]), knn, device)
+    return jaccard_from_knn(x, sims, rank, k1, k2, memory_budget_bytes, knn)

@@ -71,14 +71,11 @@ def _ivf(x: np.ndarray, k: int, device: str, info: Dict[str, float]) -> Tuple[np
 def _self_first(sims: np.ndarray, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Put each point itself in column 0, keeping the others' order (a duplicate may come
     first); rows missing the point drop their last neighbour to make room."""
-    n, k = idx.shape
-    own = np.arange(n, dtype=idx.dtype)
+    own = np.arange(idx.shape[0], dtype=idx.dtype)
     mask = idx == own[:, None]
     missing = ~mask.any(axis=1)
-    if missing.any():
-        idx[missing, -1] = own[missing]
-        sims[missing, -1] = 1.0
-        mask = idx == own[:, None]
+    idx[missing, -1], sims[missing, -1] = own[missing], 1.0
+    mask[missing, -1] = True
     if not mask[:, 0].all():
         order = np.argsort(~mask, axis=1, kind="stable")
         idx = np.take_along_axis(idx, order, axis=1)
@@ -89,11 +86,8 @@ def _self_first(sims: np.ndarray, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarr
 def knn_search(
     x: np.ndarray, k: int, method: str = "exact", device: str = "cpu", info: Optional[Dict[str, float]] = None
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """(similarities float32, indices int64), N x k, self first, then nearest first.
-
-    ``x``: unit float32 rows (``check_features``); ``k`` <= N. Rows an approximate method
-    leaves short are searched again exactly. ``info`` receives the method's diagnostics.
-    """
+    """(similarities float32, indices int64), N x k, self first, then nearest first, for unit
+    float32 rows ``x`` and k <= N; ``info`` receives the method's diagnostics."""
     check_method(method)
     device = resolve_device(device)
     info = {} if info is None else info

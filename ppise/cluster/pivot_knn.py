@@ -99,20 +99,17 @@ def _hit_rate(got: np.ndarray, truth: np.ndarray) -> float:
     return float(np.isin((truth[:, 1:] + base).ravel(), (got + base).ravel()).mean())
 
 
-def _cells(top: np.ndarray, num_pivots: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows grouped by pivot, from each row's top pivots (N x probes):
-    (members, cell bounds, slot of each (row, probe) in members)."""
+def _cell_candidates(
+    x: np.ndarray, top: np.ndarray, num_pivots: int, k: int
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's best k cell-mates in each of its cells (``top``: N x probes pivot ids), as
+    N x probes*k (similarities, ids) with -inf / -1 padding, plus the cell sizes."""
     n, probes = top.shape
     cell = top.ravel()
     order = np.argsort(cell, kind="stable")
     bounds = np.searchsorted(cell[order], np.arange(num_pivots + 1))
     members = np.repeat(np.arange(n, dtype=np.int64), probes)[order]
     slots = np.argsort(members, kind="stable").reshape(n, probes)
-    return members, bounds, slots
-
-
-def _best_in_cells(x: np.ndarray, members: np.ndarray, bounds: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Per (row, cell) slot, the best k cell-mates by exact inner product (-inf / -1 padding)."""
     sims = np.full((members.size, k), -np.inf, dtype=np.float32)
     ids = np.full((members.size, k), -1, dtype=np.int64)
     for c in range(bounds.size - 1):  # loop over cells (N / PIVOT_CELL), each one matrix product
@@ -125,7 +122,7 @@ def _best_in_cells(x: np.ndarray, members: np.ndarray, bounds: np.ndarray, k: in
         part = np.argpartition(s, mem.size - kk, axis=1)[:, mem.size - kk:]
         sims[a:b, :kk] = np.take_along_axis(s, part, axis=1)
         ids[a:b, :kk] = mem[part]
-    return sims, ids
+    return sims[slots].reshape(n, probes * k), ids[slots].reshape(n, probes * k), np.diff(bounds)
 
 
 def _best_distinct(s: np.ndarray, i: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -167,11 +164,10 @@ def _leading_candidates(lead: np.ndarray, k: int) -> np.ndarray:
 
 
 def pivot_knn(x: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray, Dict[str, float]]:
-    """Approximate (similarities, indices) N x k with exact similarities, plus diagnostics
-    (``deflated_dims``: leading directions removed to pick pivots; ``recall_estimate``...).
+    """Approximate (similarities, indices) N x k with exact similarities, plus diagnostics.
 
     Residual-space pivots miss rows similar mostly through the leading directions, so a
-    search in those few dimensions adds k candidates per row (re-scored on full features).
+    search in those few dimensions adds k candidates per row.
     """
     n = x.shape[0]
     rng = np.random.default_rng(SEED)
@@ -192,10 +188,7 @@ def pivot_knn(x: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray, Dict[str, 
         cand = np.where(cand < 0, np.arange(n)[:, None], cand)  # empty slots: self, dropped as a duplicate
         extra = (_exact_scores(x, cand), cand)
     for probes in PIVOT_PROBES:  # more probes only while the measured recall is low
-        members, bounds, slots = _cells(top[:, :probes], pivots.size)
-        cell_s, cell_i = _best_in_cells(x, members, bounds, k)
-        cand_s, cand_i = cell_s[slots].reshape(n, probes * k), cell_i[slots].reshape(n, probes * k)
-        del cell_s, cell_i
+        cand_s, cand_i, sizes = _cell_candidates(x, top[:, :probes], pivots.size, k)
         if extra is not None:  # one merge of the row's cells and its leading-direction candidates
             cand_s, cand_i = np.concatenate([cand_s, extra[0]], axis=1), np.concatenate([cand_i, extra[1]], axis=1)
         sims, ids = _best_distinct(cand_s, cand_i, k)
@@ -204,7 +197,6 @@ def pivot_knn(x: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray, Dict[str, 
         head = _hit_rate(ids[queries], truth[:, : k // 2 + 1])
         if head >= ENOUGH_HEAD_RECALL:
             break
-    sizes = np.diff(bounds)
     info = {
         "deflated_dims": float(0 if split is None else split.dims),
         "pivot_probes": float(probes),

@@ -19,8 +19,8 @@ from ppise.errors import ConfigError
 from ppise.cluster.diagnostics import cluster_diagnostics
 from ppise.cluster.features import check_features
 from ppise.cluster.gemm_backend import check_choice, preferred
-from ppise.cluster.jaccard import check_k, jaccard_of_unit
-from ppise.cluster.knn import check_method, resolve_device
+from ppise.cluster.jaccard import check_k, jaccard_from_knn
+from ppise.cluster.knn import check_method, knn_search, resolve_device
 from ppise.utils.arrays import l2_normalize
 
 
@@ -64,11 +64,8 @@ def pseudo_labels(
     device: str = "cpu",
     gemm: str = "auto",
 ) -> PseudoLabels:
-    """Cluster features (L2-normalised here) into pseudo identities.
-
-    ``device='gpu'`` falls back to the CPU with a warning when faiss sees no GPU; ``gemm``
-    picks the exact kNN's matrix-product library (``gemm_backend``).
-    """
+    """Cluster features (L2-normalised here) into pseudo identities; ``gemm`` picks the exact
+    kNN's matrix-product library (``gemm_backend``)."""
     check_k(k1, k2)
     if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 < float(eps) < 1:
         raise ConfigError(f"Cluster.eps: expected a number in (0, 1) (Jaccard distances lie in [0, 1]), got {eps!r}")
@@ -79,11 +76,16 @@ def pseudo_labels(
     gemm = check_choice(gemm)
     t0 = time.perf_counter()
     x = check_features(features)
+    info: Dict[str, Any] = {}
     with preferred(gemm):
-        dist, stats = jaccard_of_unit(x, k1, k2, knn, device)
-    t1 = time.perf_counter()
+        t1 = time.perf_counter()
+        sims, rank = knn_search(x, min(k1, x.shape[0]), knn, device, info)
+        t2 = time.perf_counter()
+        dist = jaccard_from_knn(x, sims, rank, k1, k2, knn=knn)
+    t3 = time.perf_counter()
     labels = dbscan_sparse(dist, float(eps), int(min_samples))
-    stats["dbscan_seconds"] = time.perf_counter() - t1
+    stats = {"knn_seconds": t2 - t1, "jaccard_seconds": t3 - t2, **info}
+    stats["dbscan_seconds"] = time.perf_counter() - t3
     centroids = cluster_centroids(x, labels)
     stats["num_clusters"] = int(centroids.shape[0])
     stats["num_outliers"] = int((labels < 0).sum())
@@ -99,10 +101,8 @@ _CONFIG_DEFAULTS = {k: CLUSTER_DEFAULTS[k] for k in ("k1", "k2", "eps", "min_sam
 def pseudo_labels_from_config(
     features: np.ndarray, cluster_cfg: Optional[Mapping[str, Any]], true_ids: Optional[np.ndarray] = None
 ) -> PseudoLabels:
-    """``pseudo_labels`` with the keys of the ``Cluster`` config section (missing: defaults).
-
-    Other keys (hook settings) are ignored; a bad value raises ConfigError naming it.
-    """
+    """``pseudo_labels`` with the keys of the ``Cluster`` config section (missing: defaults);
+    other keys (hook settings) are ignored."""
     cfg = dict(_CONFIG_DEFAULTS)
     if cluster_cfg is not None:
         if not isinstance(cluster_cfg, Mapping):
