@@ -7,11 +7,8 @@ from ppise.errors import DataError
 
 
 def check_features(features: np.ndarray, name: str = "features") -> np.ndarray:
-    """C-contiguous float32 rows scaled to unit L2 norm (the Jaccard definition assumes them).
-
-    Rows are normalised rather than refused, so the answer does not depend on the extractor;
-    empty or non-2-D input, non-finite values and all-zero rows raise ``DataError``.
-    """
+    """C-contiguous float32 rows scaled to unit L2 norm, as the Jaccard definition assumes
+    (normalised, not refused: the answer must not depend on the extractor)."""
     if hasattr(features, "numpy") and not isinstance(features, np.ndarray):
         features = features.numpy()  # a paddle / torch tensor
     x = np.asarray(features)

@@ -1,10 +1,8 @@
 """Which library multiplies the features in the exact kNN: chosen by measurement, once per process.
 
-Speeds differ widely (numpy's OpenBLAS falls back to its generic ``Prescott`` kernel on
-processors it does not know: 61 GFLOP/s against 245), so ``Cluster.gemm: auto`` times a
-~4 GFLOP product with every backend that passes a float64 check (which also guards a user's
-``OPENBLAS_CORETYPE``) and logs the fastest. All compute ``a @ b.T`` in float32, so only
-near-ties can swap neighbours.
+Speeds differ widely (numpy's OpenBLAS runs its generic ``Prescott`` kernel on processors it
+does not know: 61 GFLOP/s against 245), so ``Cluster.gemm: auto`` times every backend that
+passes a float64 check (which also guards a user's ``OPENBLAS_CORETYPE``) and logs the fastest.
 """
 from __future__ import annotations
 
@@ -16,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
 from ppise.errors import ConfigError
 from ppise.utils.logger import logger
 
 GEMM_CHOICES = ("auto", "numpy", "paddle", "scipy", "torch")
-# The timed product: (PROBE_ROWS x PROBE_DIM) @ (PROBE_DIM x PROBE_ROWS), about 4.3 GFLOP:
-# 0.04 s at 100 GFLOP/s; large enough for the kernels' blocking to reach full speed.
+# The timed product, rows x dim @ dim x rows (4.3 GFLOP): big enough for full-speed kernels.
 PROBE_ROWS = 1024
 PROBE_DIM = 2048
 PROBE_REPEATS = 2
@@ -77,8 +75,6 @@ def _torch_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 def _blas(lib: str) -> Optional[dict]:
     """threadpoolctl's record of the BLAS ``lib`` ("numpy" or "scipy") loaded."""
-    from threadpoolctl import threadpool_info
-
     if lib == "scipy":
         import scipy.linalg.blas  # noqa: F401 - loads scipy's BLAS so threadpoolctl lists it
     libs = [info for info in threadpool_info() if info.get("user_api") == "blas"]
@@ -92,7 +88,13 @@ def blas_kernel(backend: str = "numpy") -> str:
     """The library behind ``backend``, e.g. ``numpy: openblas 0.3.21 Zen`` (OpenBLAS names the
     kernel it picked for this processor; ``Prescott`` is its generic fallback)."""
     if backend == "paddle":
-        return "paddle: MKL" if _paddle_has_mkl() else "paddle: own BLAS"
+        mkl = False
+        with contextlib.suppress(Exception):
+            import paddle
+
+            mklml = os.path.join(os.path.dirname(paddle.__file__), "libs", "libmklml_intel.so")
+            mkl = paddle.is_compiled_with_mkldnn() or os.path.exists(mklml)
+        return "paddle: MKL" if mkl else "paddle: own BLAS"
     if backend not in ("numpy", "scipy"):
         return backend
     info = _blas(backend) or {"internal_api": "unknown BLAS"}
@@ -102,32 +104,17 @@ def blas_kernel(backend: str = "numpy") -> str:
     return f"{backend}: {' '.join(str(p) for p in parts if p)}{env}"
 
 
-def _paddle_has_mkl() -> bool:
-    try:
-        import paddle
-
-        return bool(paddle.is_compiled_with_mkldnn()) or os.path.exists(
-            os.path.join(os.path.dirname(paddle.__file__), "libs", "libmklml_intel.so")
-        )
-    except Exception:  # noqa: BLE001
-        return False
-
-
 def available() -> Dict[str, Gemm]:
     """The backends importable in this process, in preference order for equal speed."""
     found: Dict[str, Gemm] = {"numpy": _numpy_gemm}
-    try:
+    with contextlib.suppress(Exception):  # scipy missing or without BLAS wrappers
         sci, num = _blas("scipy"), _blas("numpy")
         if sci is not None and (num is None or sci.get("filepath") != num.get("filepath")):
             found["scipy"] = _scipy_gemm
-    except Exception:  # noqa: BLE001 - scipy missing or without BLAS wrappers
-        pass
     for name, gemm in (("paddle", _paddle_gemm), ("torch", _torch_gemm)):
-        try:
+        with contextlib.suppress(Exception):  # not installed, or broken
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - not installed, or broken
-            continue
-        found[name] = gemm
+            found[name] = gemm
     return found
 
 
@@ -219,8 +206,7 @@ def select(name: Optional[str] = None) -> GemmBackend:
             logger.warning(f"exact kNN: backend {cand} computes wrong products (relative error {err:.2e}); not used")
             continue
         good[cand] = gemm
-    if not good:  # pragma: no cover - even numpy failed: let it raise where it is used
-        good = {"numpy": _numpy_gemm}
+    good = good or {"numpy": _numpy_gemm}  # even numpy failed: let it raise where it is used
     from ppise.cluster.gemm_knn import all_cores
 
     t0 = time.perf_counter()

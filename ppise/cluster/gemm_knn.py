@@ -1,8 +1,7 @@
 """Exact top-k inner-product search: BLAS matrix products + faiss's C++ heaps.
 
-``faiss.knn`` ran ~5x slower than numpy's OpenBLAS on the 2-core development machines, so
-the products come from the fastest measured library (``gemm_backend``), block by block, and
-faiss's heaps keep the best k of each row. A self-search multiplies each block pair once.
+``faiss.knn`` ran ~5x slower than numpy's OpenBLAS on the 2-core development machines, so the
+products come from the fastest measured library (``gemm_backend``), block by block.
 """
 from __future__ import annotations
 
@@ -12,7 +11,9 @@ from typing import Iterator, Optional, Tuple
 
 import faiss
 import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
+from ppise.cluster.gemm_backend import select
 from ppise.utils.device import cpu_count as _cores
 
 # Rows x columns of one similarity block: 2048 x 16384 float32 = 128 MB, reused.
@@ -26,8 +27,6 @@ def paddle_threads() -> Optional[int]:
     """Paddle's CPU thread count (its Intel OpenMP pool), or None when Paddle is not loaded."""
     if "paddle" not in sys.modules:
         return None
-    from threadpoolctl import threadpool_info
-
     for info in threadpool_info():
         if info.get("user_api") == "openmp" and "paddle" in info.get("filepath", ""):
             return int(info["num_threads"])
@@ -36,10 +35,7 @@ def paddle_threads() -> Optional[int]:
 
 @contextlib.contextmanager
 def all_cores() -> Iterator[None]:
-    """Let BLAS, Paddle and faiss use every core inside the block (training limits them to one
-    thread, see ``ppise.utils.device``); restored afterwards."""
-    from threadpoolctl import threadpool_limits
-
+    """Let BLAS, Paddle and faiss use every core inside the block (training limits them to one)."""
     cores = _cores()
     before = faiss.omp_get_max_threads()
     paddle_before = paddle_threads()
@@ -58,21 +54,11 @@ def all_cores() -> Iterator[None]:
             core.set_num_threads(paddle_before)
 
 
-def _heaps(sims: np.ndarray, ids: np.ndarray) -> "faiss.float_minheap_array_t":
-    heaps = faiss.float_minheap_array_t()
-    heaps.k, heaps.nh = sims.shape[1], sims.shape[0]
-    heaps.val, heaps.ids = faiss.swig_ptr(sims), faiss.swig_ptr(ids)
-    heaps.heapify()
-    return heaps
-
-
 def topk_inner_product(
     x: np.ndarray, y: np.ndarray, k: int, backend: Optional[str] = None
 ) -> Tuple[np.ndarray, np.ndarray]:
     """For each row of ``x``, (similarities float32, indices int64) of the ``k`` rows of ``y``
     with the largest inner product, best first; -inf / -1 pad rows when ``y`` is short."""
-    from ppise.cluster.gemm_backend import select
-
     same = y is x
     x = np.ascontiguousarray(x, dtype=np.float32)
     y = x if same else np.ascontiguousarray(y, dtype=np.float32)
@@ -80,7 +66,10 @@ def topk_inner_product(
     nq, ny = x.shape[0], y.shape[0]
     sims = np.empty((nq, k), dtype=np.float32)
     ids = np.empty((nq, k), dtype=np.int64)
-    heaps = _heaps(sims, ids)
+    heaps = faiss.float_minheap_array_t()  # keeps the best k of each row, in C++
+    heaps.k, heaps.nh = k, nq
+    heaps.val, heaps.ids = faiss.swig_ptr(sims), faiss.swig_ptr(ids)
+    heaps.heapify()
     if same:
         qb = db = min(SELF_BLOCK, max(nq, 1))
         pairs = [(i0, j0) for i0 in range(0, nq, qb) for j0 in range(i0, nq, qb)]
@@ -96,14 +85,9 @@ def topk_inner_product(
         heaps.addn(yb.shape[0], faiss.swig_ptr(block), j0, i0, xb.shape[0])
         if same and j0 != i0:  # the same products seen from the rows of block j
             tblock = tbuf[: block.size].reshape(yb.shape[0], xb.shape[0])
-            _transpose_into(block, tblock)
+            for c0 in range(0, block.shape[0], 512):  # tiles: 2x faster than one strided copy
+                tblock[:, c0:c0 + 512] = block[c0:c0 + 512].T
             heaps.addn(xb.shape[0], faiss.swig_ptr(tblock), i0, j0, yb.shape[0])
     heaps.reorder()
     sims[ids < 0] = -np.inf  # faiss pads with -FLT_MAX
     return sims, ids
-
-
-def _transpose_into(block: np.ndarray, out: np.ndarray, tile: int = 512) -> None:
-    """out = block.T in column tiles of the source (twice as fast as one strided copy here)."""
-    for c0 in range(0, block.shape[0], tile):
-        out[:, c0:c0 + tile] = block[c0:c0 + tile].T

@@ -79,22 +79,14 @@ def _pair_similarities(x: np.ndarray, sims: np.ndarray, rank: np.ndarray, patter
     return out
 
 
-def _softmax_rows(neg_logits: np.ndarray, indptr: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of -neg_logits over CSR rows (every row non-empty)."""
-    counts = np.diff(indptr)
-    starts = indptr[:-1]
-    shifted = neg_logits - np.repeat(np.minimum.reduceat(neg_logits, starts), counts)
-    w = np.exp(-shifted)
-    return w / np.repeat(np.add.reduceat(w, starts), counts)
-
-
 def _encode(x: np.ndarray, sims: np.ndarray, rank: np.ndarray, k1: int, k2: int) -> sp.csr_matrix:
     """V: softmax weights over R*(i), then query expansion over rank[i, :k2]."""
     n = rank.shape[0]
     expanded = _expanded_sets(rank, k1)
-    sim = _pair_similarities(x, sims, rank, expanded)
-    dist = 2.0 - 2.0 * sim.astype(np.float64)
-    weights = _softmax_rows(dist, expanded.indptr).astype(np.float32)
+    dist = 2.0 - 2.0 * _pair_similarities(x, sims, rank, expanded).astype(np.float64)
+    starts, counts = expanded.indptr[:-1], np.diff(expanded.indptr)  # every row holds i itself
+    w = np.exp(-(dist - np.repeat(np.minimum.reduceat(dist, starts), counts)))
+    weights = (w / np.repeat(np.add.reduceat(w, starts), counts)).astype(np.float32)
     v = sp.csr_matrix((weights, expanded.indices, expanded.indptr), shape=(n, n))
     if k2 != 1:
         q = min(k2, rank.shape[1])
@@ -104,8 +96,7 @@ def _encode(x: np.ndarray, sims: np.ndarray, rank: np.ndarray, k1: int, k2: int)
 
 
 def _pair_budget(budget_bytes: Optional[float]) -> float:
-    """Bytes the stored pairs may take: the argument, else $PPISE_JACCARD_MEMORY_GB, else half
-    the available RAM."""
+    """Budget of the stored pairs, bytes: argument, else $PPISE_JACCARD_MEMORY_GB, else RAM / 2."""
     if budget_bytes is not None:
         return float(budget_bytes)
     env = os.environ.get(MEMORY_ENV)
@@ -176,11 +167,8 @@ class _PairBlocks:
 def _upper_distances(
     v: sp.csr_matrix, budget_bytes: Optional[float] = None, knn: str = "exact", k1: int = 30
 ) -> sp.csr_matrix:
-    """Upper triangle (i < j) of the Jaccard distances, CSR with sorted int32 columns (d < 1).
-
-    A ``TrainingError`` stops a pair set over the memory budget (estimated, then counted)
-    instead of exhausting memory; the check never changes the result.
-    """
+    """Upper triangle (i < j) of the Jaccard distances < 1, CSR with sorted int32 columns; a pair
+    set over the memory budget (estimated, then counted) raises ``TrainingError``."""
     pairs = _PairBlocks(v)
     n = pairs.n
     budget = _pair_budget(budget_bytes)
@@ -208,8 +196,7 @@ def _upper_distances(
     ends = pairs.ends
     while r0 < n:
         base = ends[r0 - 1] if r0 else 0
-        r1 = max(r0 + 1, int(np.searchsorted(ends, base + _PAIR_CHUNK, side="right")))
-        r1 = min(r1, n)
+        r1 = min(n, max(r0 + 1, int(np.searchsorted(ends, base + _PAIR_CHUNK, side="right"))))
         block = pairs.block(r0, r1)
         if block is not None:
             stored += block.nnz

@@ -1,10 +1,8 @@
 """k-nearest-neighbour rank lists: exact by default (``gemm_knn``), pivot cells for large N.
 
-Features are unit rows, so inner-product order is the reference's L2 order; the similarities
-are returned too (exact full-dimensional ones whatever ``Cluster.knn``: only recall differs)
-and the Jaccard step reuses them. ``ivf`` (``pivot_knn``) falls back to the exact search
-below ``APPROX_MIN_ROWS`` rows or ``IVF_MIN_RECALL`` estimated recall: on features crowding
-a low-dimensional subspace (benchmark ``--id-rank 128``) it reached only 0.80, and ARI 0.15.
+Inner-product order on unit rows is the reference's L2 order; the neighbours' exact
+similarities are returned for the Jaccard step. ``ivf`` searches exactly on small sets and
+below ``IVF_MIN_RECALL`` (on features crowding a low-dimensional subspace it reached 0.80).
 """
 from __future__ import annotations
 
@@ -31,8 +29,7 @@ def check_method(method: str) -> None:
 
 
 def resolve_device(device: str) -> str:
-    """'gpu' only when faiss sees a GPU, else warn and use the CPU (paddle may train on a GPU
-    with only faiss-cpu installed: the CPU can still finish the run)."""
+    """'gpu' only when faiss sees a GPU, else warn and use the CPU (faiss-cpu beside paddle-gpu)."""
     if device not in DEVICES:
         raise ConfigError(f"Cluster.device: unknown value {device!r}; expected one of {DEVICES}")
     if device == "gpu" and faiss.get_num_gpus() == 0:
@@ -78,8 +75,7 @@ def _self_first(sims: np.ndarray, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarr
     mask[missing, -1] = True
     if not mask[:, 0].all():
         order = np.argsort(~mask, axis=1, kind="stable")
-        idx = np.take_along_axis(idx, order, axis=1)
-        sims = np.take_along_axis(sims, order, axis=1)
+        sims, idx = np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
     return sims, idx
 
 
@@ -96,6 +92,5 @@ def knn_search(
         idx = idx.astype(np.int64, copy=False)
         short = np.flatnonzero((idx < 0).any(axis=1))
         if short.size:
-            s2, i2 = topk_inner_product(x[short], x, k)
-            sims[short], idx[short] = s2, i2
+            sims[short], idx[short] = topk_inner_product(x[short], x, k)
     return _self_first(sims.astype(np.float32, copy=False), idx)

@@ -1,13 +1,11 @@
 """Approximate kNN for large N (``Cluster.knn: ivf``): overlapping pivot cells, exact scores.
 
-Every row joins the cells of its ``PIVOT_PROBES`` most similar pivots (random rows, one per
-``PIVOT_CELL``); pairs inside a cell are scored exactly, so the work is about
-N * probes^2 * cell instead of N^2. Re-ID features carry strong shared variation (pose,
-camera) in which a random pivot looks as similar as one of the same identity, so pivots may
-be picked with the leading principal directions removed (up to the covariance spectrum's
-largest gap), whichever space keeps more exact neighbours of ``CHECK_QUERIES`` sampled rows
-sharing a pivot. That sample also gives ``recall_estimate`` (knn.py falls back below
-``IVF_MIN_RECALL``). Measured figures: benchmarks/bench_pseudo_label.py.
+Each row joins the cells of its ``PIVOT_PROBES`` most similar pivots (random rows, one per
+``PIVOT_CELL``) and pairs inside a cell are scored exactly: about N * probes^2 * cell work.
+Re-ID features share strong variation (pose, camera) in which a random pivot looks as close
+as one of the same identity, so pivots may be picked with the leading principal directions
+removed, if more exact neighbours of ``CHECK_QUERIES`` sampled rows then share a pivot; that
+sample also gives ``recall_estimate``. Measured figures: benchmarks/bench_pseudo_label.py.
 """
 from __future__ import annotations
 
@@ -128,8 +126,7 @@ def _cell_candidates(
 def _best_distinct(s: np.ndarray, i: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     """Best k distinct ids of each row of candidate lists (N x w, -1 / -inf = empty), best first."""
     order = np.argsort(i, axis=1, kind="stable")
-    i = np.take_along_axis(i, order, axis=1)
-    s = np.take_along_axis(s, order, axis=1)
+    s, i = np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
     s[:, 1:][i[:, 1:] == i[:, :-1]] = -np.inf  # a neighbour met several times counts once
     part = np.argpartition(-s, k - 1, axis=1)[:, :k]
     s, i = np.take_along_axis(s, part, axis=1), np.take_along_axis(i, part, axis=1)
@@ -153,22 +150,17 @@ def _leading_candidates(lead: np.ndarray, k: int) -> np.ndarray:
     """k nearest rows by inner product in the few leading dimensions (faiss IVF: cheap at low D)."""
     n, d = lead.shape
     nlist = max(1, min(LEAD_LISTS, n // 64))
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = SEED
-    sample = lead[np.random.default_rng(SEED).choice(n, min(n, 64 * nlist), replace=False)]
-    index.train(sample)
+    index.train(lead[np.random.default_rng(SEED).choice(n, min(n, 64 * nlist), replace=False)])
     index.add(lead)
     index.nprobe = min(nlist, LEAD_PROBES)
     return index.search(lead, k)[1]
 
 
 def pivot_knn(x: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray, Dict[str, float]]:
-    """Approximate (similarities, indices) N x k with exact similarities, plus diagnostics.
-
-    Residual-space pivots miss rows similar mostly through the leading directions, so a
-    search in those few dimensions adds k candidates per row.
-    """
+    """Approximate (similarities, indices) N x k with exact similarities, plus diagnostics;
+    a search in the leading directions adds the rows residual-space pivots would miss."""
     n = x.shape[0]
     rng = np.random.default_rng(SEED)
     queries = np.sort(rng.choice(n, min(n, CHECK_QUERIES), replace=False))

@@ -1,8 +1,7 @@
 """Pseudo labels for one epoch: kNN -> sparse Jaccard -> DBSCAN -> centroids (+ diagnostics).
 
-Sparse DBSCAN treats absent pairs as infinitely far, which is right: their distance is
-1 >= eps. Pairs within eps are given an explicit 0 (same neighbourhoods and labels), so
-rows are trivially sorted by distance and scikit-learn skips its per-row Python sort.
+Sparse DBSCAN treats absent pairs (distance 1 >= eps) as infinitely far; pairs within eps get
+an explicit 0, so rows are trivially sorted and scikit-learn skips its per-row Python sort.
 """
 from __future__ import annotations
 
@@ -109,6 +108,5 @@ def pseudo_labels_from_config(
             raise ConfigError(f"Cluster: expected a mapping of keys {sorted(_CONFIG_DEFAULTS)}, got {type(cluster_cfg).__name__}")
         cfg.update({k: v for k, v in cluster_cfg.items() if k in _CONFIG_DEFAULTS and v is not None})
     for key in ("knn", "device", "gemm"):
-        if isinstance(cfg[key], str):
-            cfg[key] = cfg[key].lower()
+        cfg[key] = cfg[key].lower() if isinstance(cfg[key], str) else cfg[key]
     return pseudo_labels(features, true_ids=true_ids, **cfg)
