@@ -1,10 +1,6 @@
-"""``inference.yml``: what an exported model expects and returns, written next to it.
-
-Deploy code (ppise's or anyone's) reads this instead of the training config: model files
-and format, input name and shape, channel order, resize and normalisation, the output
-feature's name and dimension, and that the graph does *not* L2-normalise (the predictor
-does, like PaddleClas). ``find_model_files`` tells which format a folder holds.
-"""
+"""``inference.yml``, written next to an exported model: what it expects and returns (files,
+input, channel order, resize, normalisation, feature dim; the graph does *not* L2-normalise),
+so deploy code (ppise's or anyone's) needs no training config."""
 from __future__ import annotations
 
 import os

@@ -1,18 +1,9 @@
-"""Draw ranked retrieval results: each query beside its top-k gallery images (cv2).
+"""Draw ranked retrieval results: one row per query, its file name above it, then the query
+(blue frame) and its top-k hits (``#rank score`` above, ``id N cM`` below), under a legend.
 
-One row per query: the query's file name on top, then the query (blue frame), a gap and
-the hits in rank order, framed green for the query's identity seen by another camera,
-orange for the query's identity seen by the query's own camera (the market protocol
-excludes those hits from mAP / CMC), red for another identity, grey when either id is
-unknown. Above each image: ``#rank score``; below it: ``id N cM``. A legend heads every
-picture. At most ``max_rows`` queries go into one picture; more queries give several files
-(``hits.png`` -> ``hits_001.png``, ``hits_002.png``, ...).
-
-Layout (``canvas_shape`` computes it): every image is resized to ``thumb`` = (h, w) and
-framed by ``BORDER`` px; a cell is ``w + 2*BORDER`` wide and ``CAPTION + h + 2*BORDER +
-CAPTION`` tall; a row is ``PAD`` + ``CAPTION`` (file name) + cell height + ``PAD`` tall and
-``PAD + cell + GAP + k cells with PAD between + PAD`` wide (at least the legend's width);
-the legend band is ``LEGEND`` px tall.
+Hits are framed green for the query's identity seen by another camera, orange for it seen by
+the query's own camera (the market protocol excludes those from mAP / CMC), red for another
+identity, grey when either id is unknown. At most ``max_rows`` queries go into one picture.
 """
 from __future__ import annotations
 
@@ -36,7 +27,8 @@ LEGEND_WIDTH = 2 * PAD + 3 * 200  # three keys a line
 
 
 def canvas_shape(num_queries: int, k: int, thumb: Tuple[int, int] = (128, 64)) -> Tuple[int, int]:
-    """(height, width) of one picture of ``num_queries`` rows of ``k`` hits."""
+    """(height, width) of ``num_queries`` rows of ``k`` hits: cells of ``thumb`` framed by
+    ``BORDER`` with a ``CAPTION`` above and below, ``PAD`` around, ``GAP`` after the query."""
     h, w = thumb
     cell_w, cell_h = w + 2 * BORDER, 2 * CAPTION + h + 2 * BORDER
     width = PAD + cell_w + GAP + k * cell_w + max(k - 1, 0) * PAD + PAD
@@ -112,26 +104,20 @@ def _draw_one(results: List[Dict[str, Any]], out_path: str, k: int, thumb: Tuple
     return height, width
 
 
-def picture_paths(out_path: str, num_queries: int, max_rows: int = DEFAULT_MAX_ROWS) -> List[str]:
-    """``out_path`` itself when one picture holds every query, else ``<stem>_001<ext>``, ..."""
-    parts = (num_queries + max_rows - 1) // max_rows
-    if parts <= 1:
-        return [out_path]
-    stem, ext = os.path.splitext(out_path)
-    return [f"{stem}_{i:03d}{ext}" for i in range(1, parts + 1)]
-
-
 def draw_results(results: List[Dict[str, Any]], out_path: str, k: int, thumb: Tuple[int, int] = (128, 64),
                  max_rows: int = DEFAULT_MAX_ROWS) -> List[Dict[str, Any]]:
-    """Write ``results`` (records from ``hits_as_records``) as PNGs of at most ``max_rows``
-    queries each; returns ``[{"path", "height", "width", "queries"}]``."""
+    """Write ``results`` (from ``hits_as_records``) as pictures of at most ``max_rows`` queries:
+    ``out_path`` itself if one is enough, else ``<stem>_001<ext>``, ``<stem>_002<ext>``, ..."""
     if not results:
         raise ConfigError("nothing to draw: no queries")
     if max_rows < 1:
         raise ConfigError(f"--vis-max must be >= 1 (queries per picture), got {max_rows}")
+    starts = range(0, len(results), max_rows)
+    stem, ext = os.path.splitext(out_path)
     files = []
-    for i, path in enumerate(picture_paths(out_path, len(results), max_rows)):
-        chunk = results[i * max_rows:(i + 1) * max_rows]
+    for i, start in enumerate(starts, start=1):
+        path = out_path if len(starts) == 1 else f"{stem}_{i:03d}{ext}"
+        chunk = results[start:start + max_rows]
         h, w = _draw_one(chunk, path, k, thumb)
         files.append({"path": path, "height": h, "width": w, "queries": len(chunk)})
     return files
