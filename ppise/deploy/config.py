@@ -1,8 +1,6 @@
-"""Deploy config (PaddleClas ``deploy/configs/inference_rec.yaml`` style): load, ``-o``, check.
-
-Overrides and checks are the training config's own (``apply_override``, ``check_section``) on
-this schema: an unknown key given with ``-o`` is an error naming it, an unknown key in the YAML
-file only a warning (PaddleClas deploy files carry keys ppise does not use).
+"""Deploy config (PaddleClas ``deploy/configs/inference_rec.yaml`` style), checked by the training
+config's ``apply_override`` / ``check_section``: an unknown key given with ``-o`` is an error, one
+in the YAML file only a warning (PaddleClas deploy files carry keys ppise does not use).
 """
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
-"""Export the inference branch of a RecModel as a static graph, checked against dygraph.
-
-Only ``RecModel.inference_output`` is traced: no ISE head, no L2 normalisation (the predictor
-normalises, as in PaddleClas). ``pir`` writes ``inference.json``; ``legacy`` writes
-``inference.pdmodel``, which PaddleClas's predictor needs on Paddle 3 (its
-``enable_memory_optim()`` fails on PIR models, Paddle issue #75496). Legacy is saved under
-``OldIrGuard``; if that fails, or with ``PPISE_LEGACY_EXPORT=subprocess``, a child process
-started with ``FLAGS_enable_pir_api=0`` (read at paddle import) exports it.
+"""Export the inference branch of a RecModel (no ISE head, no L2 normalisation) as a static
+graph, checked against dygraph. ``legacy`` (``inference.pdmodel``) is what PaddleClas's predictor
+needs on Paddle 3 (its ``enable_memory_optim()`` fails on PIR models, Paddle issue #75496); if
+``OldIrGuard`` fails, or with ``PPISE_LEGACY_EXPORT=subprocess``, a child process started with
+``FLAGS_enable_pir_api=0`` (read at paddle import) exports it.
 """
 from __future__ import annotations
 
@@ -155,9 +152,11 @@ def export_model(cfg: Dict[str, Any]) -> Dict[str, Any]:
     info = {
         "Model": {
             "format": fmt, "model_file": MODEL_FILES[fmt], "params_file": PARAMS_FILE,
-            "input_name": INPUT_NAME, "input_shape": [None] + image_shape, "image_shape": image_shape,
-            "output_key": output_key, "feature_dim": int(expected.shape[1]), "normalized_in_graph": False,
-            "backbone": get(cfg, "Arch.Backbone.name", None), "neck": get(cfg, "Arch.Neck.name", None),
+            "input_name": INPUT_NAME, "input_shape": [None] + image_shape,
+            "image_shape": image_shape, "output_key": output_key,
+            "feature_dim": int(expected.shape[1]), "normalized_in_graph": False,
+            "backbone": get(cfg, "Arch.Backbone.name", None),
+            "neck": get(cfg, "Arch.Neck.name", None),
             "pretrained_model": glob.get("pretrained_model"), "paddle_version": paddle.__version__,
             "export_check_max_abs_diff": diff,
         },

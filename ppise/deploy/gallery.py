@@ -1,8 +1,5 @@
-"""A gallery on disk: ``vector.index`` (faiss, inner products of L2-normalised features, i.e.
+"""A gallery on disk: ``vector.index`` (faiss; inner products of L2-normalised features, i.e.
 cosine) and ``id_map.json`` (row -> path, person id, camera; index method, feature dim).
-
-``Flat`` is exact; ``IVF`` scans ``nprobe`` of ``nlist`` k-means cells per query; ``HNSW`` is a
-graph with ``hnsw_m`` links per node and ``ef_search`` candidates per query.
 """
 from __future__ import annotations
 

@@ -45,10 +45,6 @@ class ImageList:
         return ImageList([self.paths[i] for i in idx], self.pids[idx], self.cams[idx])
 
 
-def is_list_file(path: str) -> bool:
-    return path.lower().endswith(LIST_EXTENSIONS) and os.path.isfile(path)
-
-
 def read_list_file(path: str, image_root: Optional[str] = None, delimiter: Optional[str] = None,
                    key: str = "Global.infer_imgs") -> ImageList:
     """Relative paths are taken from ``image_root``, else the list file's folder."""
@@ -85,24 +81,28 @@ def read_list_file(path: str, image_root: Optional[str] = None, delimiter: Optio
 
 
 def list_images(path: Optional[str], key: str = "Global.infer_imgs", image_root: Optional[str] = None,
-                delimiter: Optional[str] = None) -> ImageList:
-    """One image, a folder of images, or a list file -> ``ImageList`` (ids from a list file only)."""
+                delimiter: Optional[str] = None, naming: str = "none",
+                strict: bool = True) -> ImageList:
+    """One image, a folder of images, or a list file -> ``ImageList``: ids from a list file,
+    else from Market names when ``naming`` is 'market' (``strict``: see ``with_market_ids``)."""
     if not path:
         raise ConfigError(f"{key} is not set: give an image, a folder of images or a list file")
     if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path)
-                       if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, n)))
+        names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)
+                       and os.path.isfile(os.path.join(path, n)))
         if not names:
             raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path} (from {key})")
-        return ImageList([os.path.join(path, n) for n in names])
-    if not os.path.isfile(path):
+        images = ImageList([os.path.join(path, n) for n in names])
+    elif not os.path.isfile(path):
         raise DataError(f"image path not found: {path} (from {key})")
-    if is_list_file(path):
+    elif path.lower().endswith(LIST_EXTENSIONS):
         return read_list_file(path, image_root, delimiter, key)
-    if not path.lower().endswith(IMAGE_EXTENSIONS):
+    elif not path.lower().endswith(IMAGE_EXTENSIONS):
         raise DataError(f"{path} (from {key}) is neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor a list file "
                         f"({', '.join(LIST_EXTENSIONS)}) nor a folder")
-    return ImageList([path])
+    else:
+        images = ImageList([path])
+    return with_market_ids(images, key, strict) if naming == "market" else images
 
 
 def with_market_ids(images: ImageList, key: str, strict: bool = True) -> ImageList:
@@ -113,10 +113,11 @@ def with_market_ids(images: ImageList, key: str, strict: bool = True) -> ImageLi
     parsed = []
     for path in images.paths:
         try:
-            parsed.append(parse_name(path) if strict else (try_parse_name(path) or (UNKNOWN, UNKNOWN)))
+            ids = parse_name(path) if strict else try_parse_name(path)
         except ValueError as err:
             raise DataError(f"file name {path} (from {key}) {err}; give a list file 'path pid [camid]' "
                             f"instead, or set IndexProcess.naming=none when ids are unknown") from None
+        parsed.append(ids or (UNKNOWN, UNKNOWN))
     pids, cams = np.asarray(parsed, np.int64).reshape(-1, 2).T
     out = ImageList(list(images.paths), pids, cams)
     if strict:
@@ -137,7 +138,8 @@ def read_rgb(path: str) -> np.ndarray:
         raise DataError(f"cannot read image {path}: not a decodable image ({type(err).__name__}: {err})") from err
 
 
-def drop_unusable(images: ImageList, key: str, max_bad_ratio: float = 1.0) -> Tuple[ImageList, List[Dict[str, str]]]:
+def drop_unusable(images: ImageList, key: str,
+                  max_bad_ratio: float = 1.0) -> Tuple[ImageList, List[Dict[str, str]]]:
     """Decode-check every image, as training does: ``(usable images, [{path, reason}])``.
 
     The bad ones are listed in the log and skipped; DataError when none is usable or when

@@ -13,9 +13,10 @@ import numpy as np
 from ..errors import ConfigError
 from ..utils.logger import logger
 from .gallery import build_index, load_gallery, save_gallery, set_search_params
-from .images import ImageList, drop_unusable, is_list_file, list_images, with_market_ids
+from .images import ImageList, drop_unusable, list_images
 from .predictor import RecPredictor
 from .search import evaluate_queries, hits_as_records, search
+from .visualize import draw_results
 
 
 def _features(cfg: Dict[str, Any], images: ImageList, key: str,
@@ -28,7 +29,7 @@ def _features(cfg: Dict[str, Any], images: ImageList, key: str,
     return images, feats, skipped, time.time() - start
 
 
-def _with_skipped(out: Dict[str, Any], skipped: List[Dict[str, str]], out_dir: str) -> Dict[str, Any]:
+def _with_skipped(out: Dict[str, Any], skipped: List[Dict[str, str]], out_dir: str) -> Dict:
     """Skipped images go into the summary and into ``out_dir/bad_images.txt``."""
     if skipped:
         out["skipped"] = skipped
@@ -55,16 +56,6 @@ def predict_images(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return _with_skipped(out, skipped, out_dir)
 
 
-def labelled_images(path: Optional[str], key: str, naming: str, image_root: Optional[str] = None,
-                    delimiter: Optional[str] = None, strict: bool = True) -> ImageList:
-    """Images with ids: from a list file, else from Market names unless ``naming`` is 'none'
-    (``strict=False``, a plain search: any name is taken, see ``with_market_ids``)."""
-    images = list_images(path, key, image_root, delimiter)
-    if is_list_file(str(path)) or naming == "none":
-        return images
-    return with_market_ids(images, key, strict=strict)
-
-
 def build_gallery(cfg: Dict[str, Any]) -> Dict[str, Any]:
     idx_cfg = cfg["IndexProcess"]
     if idx_cfg["data_file"]:
@@ -74,8 +65,8 @@ def build_gallery(cfg: Dict[str, Any]) -> Dict[str, Any]:
     else:
         raise ConfigError("set IndexProcess.image_root (a gallery folder) or IndexProcess.data_file "
                           "(a list file 'path pid [camid]')")
-    images = labelled_images(source, key, idx_cfg["naming"], idx_cfg["image_root"] if idx_cfg["data_file"] else None,
-                             idx_cfg["delimiter"])
+    images = list_images(source, key, idx_cfg["image_root"] if idx_cfg["data_file"] else None,
+                         idx_cfg["delimiter"], idx_cfg["naming"])
     images, feats, skipped, seconds = _features(cfg, images, key)
     start = time.time() - seconds  # the build time counts the extraction
     params = {k: idx_cfg[k] for k in ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search")}
@@ -99,7 +90,8 @@ def search_queries(cfg: Dict[str, Any], k: Optional[int] = None, vis: Optional[s
     gallery = load_gallery(idx_cfg["index_dir"])
     set_search_params(gallery.index, idx_cfg["nprobe"], idx_cfg["ef_search"])
     naming = idx_cfg["naming"] if not evaluate else "market"
-    queries = labelled_images(cfg["Global"]["infer_imgs"], "Global.infer_imgs", naming, strict=evaluate)
+    queries = list_images(cfg["Global"]["infer_imgs"], "Global.infer_imgs", naming=naming,
+                          strict=evaluate)
     queries, qfeats, skipped, _ = _features(cfg, queries, "Global.infer_imgs")
     if qfeats.shape[1] != gallery.index.d:
         raise ConfigError(f"the model {cfg['Global']['inference_model_dir']} gives {qfeats.shape[1]}-d features "
@@ -114,8 +106,6 @@ def search_queries(cfg: Dict[str, Any], k: Optional[int] = None, vis: Optional[s
     if evaluate:
         out["metrics"] = evaluate_queries(gallery, qfeats, queries, protocol=protocol, ann_k=k)
     if vis:
-        from .visualize import draw_results
-
         out["vis"] = draw_results(results, vis, k, max_rows=vis_max)
     return out
 

@@ -1,8 +1,6 @@
 """Paddle Inference predictor for an exported re-ID model: images in, L2-normalised features out.
 
-Options follow PaddleClas's deploy ``Global`` keys. ``enable_memory_optim`` is used for legacy
-models only: on PIR models Paddle 3.3.1 fails with "Not find predictor_id 0 and pass_name
-memory_optimize_pass" (Paddle issue #75496).
+Options follow PaddleClas's deploy ``Global`` keys.
 """
 from __future__ import annotations
 
@@ -18,8 +16,9 @@ from ..utils.logger import logger
 from .model_info import find_model_files, read_info
 from .preprocess import Preprocessor, select_ops
 
-OPTION_KEYS = ("batch_size", "use_gpu", "gpu_mem", "gpu_id", "enable_mkldnn", "cpu_num_threads", "use_tensorrt",
-               "use_fp16", "ir_optim")  # the deploy config's Global keys, by their PaddleClas names
+# the deploy config's Global keys the predictor takes, by their PaddleClas names
+OPTION_KEYS = ("batch_size", "use_gpu", "gpu_mem", "gpu_id", "enable_mkldnn", "cpu_num_threads",
+               "use_tensorrt", "use_fp16", "ir_optim")
 
 
 def _process_mkldnn_flag() -> bool:
@@ -59,7 +58,8 @@ class RecPredictor:
         return cls(glob["inference_model_dir"], transform_ops=cfg["RecPreProcess"]["transform_ops"],
                    **{k: glob[k] for k in OPTION_KEYS})
 
-    def _create(self, use_gpu, gpu_mem, gpu_id, enable_mkldnn, threads, use_tensorrt, use_fp16, ir_optim):
+    def _create(self, use_gpu, gpu_mem, gpu_id, enable_mkldnn, threads, use_tensorrt, use_fp16,
+                ir_optim):
         if use_gpu and not paddle.is_compiled_with_cuda():
             raise ConfigError("Global.use_gpu is True but this paddle build has no CUDA: install "
                               "paddlepaddle-gpu or set -o Global.use_gpu=False")
@@ -73,12 +73,12 @@ class RecPredictor:
             config.enable_use_gpu(int(gpu_mem), int(gpu_id), precision if not use_tensorrt else
                                   inference.PrecisionType.Float32)
             if use_tensorrt:
-                config.enable_tensorrt_engine(max_batch_size=self.batch_size, precision_mode=precision,
-                                              use_calib_mode=False)  # 1 GiB workspace, the default
+                config.enable_tensorrt_engine(max_batch_size=self.batch_size,  # 1 GiB workspace
+                                              precision_mode=precision, use_calib_mode=False)
                 if self.image_shape:
-                    shape = [self.batch_size, *self.image_shape]
-                    config.set_trt_dynamic_shape_info({self.input_name: [1, *self.image_shape]},
-                                                      {self.input_name: shape}, {self.input_name: shape})
+                    name, shape = self.input_name, [self.batch_size, *self.image_shape]
+                    config.set_trt_dynamic_shape_info({name: [1, *self.image_shape]}, {name: shape},
+                                                      {name: shape})
         else:
             config.disable_gpu()
             if enable_mkldnn:
@@ -88,7 +88,7 @@ class RecPredictor:
                 config.disable_mkldnn()
         config.set_cpu_math_library_num_threads(int(threads))
         config.switch_ir_optim(bool(ir_optim))
-        if self.format == "legacy":
+        if self.format == "legacy":  # PIR models fail with it on Paddle 3.3.1 (Paddle issue #75496)
             config.enable_memory_optim()
         config.disable_glog_info()
         config.switch_use_feed_fetch_ops(False)

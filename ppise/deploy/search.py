@@ -13,7 +13,8 @@ from .images import UNKNOWN, ImageList
 
 def search(gallery: Gallery, qfeats: np.ndarray, k: int):
     """``(scores, rows)`` of shape [Q, min(k, gallery size)], best first; row -1 = no hit."""
-    return gallery.index.search(np.ascontiguousarray(qfeats, dtype=np.float32), min(int(k), len(gallery)))
+    qfeats = np.ascontiguousarray(qfeats, dtype=np.float32)
+    return gallery.index.search(qfeats, min(int(k), len(gallery)))
 
 
 def hits_as_records(gallery: Gallery, queries: ImageList, scores: np.ndarray, rows: np.ndarray,
@@ -36,8 +37,9 @@ def hits_as_records(gallery: Gallery, queries: ImageList, scores: np.ndarray, ro
     return out
 
 
-def evaluate_queries(gallery: Gallery, qfeats: np.ndarray, queries: ImageList, protocol: str = "market",
-                     topk: Sequence[int] = (1, 5, 10), ann_k: int = 10) -> Dict[str, Any]:
+def evaluate_queries(gallery: Gallery, qfeats: np.ndarray, queries: ImageList,
+                     protocol: str = "market", topk: Sequence[int] = (1, 5, 10),
+                     ann_k: int = 10) -> Dict[str, Any]:
     """mAP / CMC / mINP by ``ppise.metric.evaluate`` on the gallery's stored vectors (exact
     similarities whatever the index, so they equal ``tools/eval.py``'s); for an approximate
     index also ``ann_recall@k``, the share of the exact top-k it returns."""

@@ -1,9 +1,6 @@
-"""Draw ranked retrieval results: one row per query, its file name above it, then the query
-(blue frame) and its top-k hits (``#rank score`` above, ``id N cM`` below), under a legend.
-
-Hits are framed green for the query's identity seen by another camera, orange for it seen by
-the query's own camera (the market protocol excludes those from mAP / CMC), red for another
-identity, grey when either id is unknown. At most ``max_rows`` queries go into one picture.
+"""Draw ranked retrieval results: per query, its file name, the query (blue frame) and its hits,
+green for its identity seen by another camera, orange by its own camera (the market protocol
+excludes those from mAP / CMC), red for another identity, grey when either id is unknown.
 """
 from __future__ import annotations
 
@@ -49,9 +46,8 @@ def _cell(canvas: np.ndarray, path: str, x: int, y: int, thumb: Tuple[int, int],
           bottom: str) -> None:
     h, w = thumb
     img = cv2.resize(read_rgb(path), (w, h), interpolation=cv2.INTER_AREA)[:, :, ::-1]  # RGB -> BGR
-    cell_w = w + 2 * BORDER
-    _put(canvas, top, x, y + CAPTION - 4, cell_w)
-    fy = y + CAPTION
+    cell_w, fy = w + 2 * BORDER, y + CAPTION
+    _put(canvas, top, x, fy - 4, cell_w)
     cv2.rectangle(canvas, (x, fy), (x + cell_w - 1, fy + h + 2 * BORDER - 1), colour, thickness=-1)
     canvas[fy + BORDER:fy + BORDER + h, x + BORDER:x + BORDER + w] = img
     _put(canvas, bottom, x, fy + h + 2 * BORDER + CAPTION - 4, cell_w)
@@ -91,11 +87,10 @@ def _draw_one(results: List[Dict[str, Any]], out_path: str, k: int, thumb: Tuple
              centre=False)
         y = top + PAD + CAPTION
         _cell(canvas, rec["query"], PAD, y, thumb, BLUE, "query", _id_text(rec["pid"], rec["cam"]))
-        x = PAD + cell_w + GAP
-        for hit in rec["hits"][:k]:
-            _cell(canvas, hit["path"], x, y, thumb, hit_colour(rec, hit), f"#{hit['rank']} {hit['score']:.3f}",
-                  _id_text(hit["pid"], hit["cam"]))
-            x += cell_w + PAD
+        for j, hit in enumerate(rec["hits"][:k]):
+            x = PAD + GAP + (j + 1) * cell_w + j * PAD
+            _cell(canvas, hit["path"], x, y, thumb, hit_colour(rec, hit),
+                  f"#{hit['rank']} {hit['score']:.3f}", _id_text(hit["pid"], hit["cam"]))
         if qi:
             cv2.line(canvas, (0, top), (width - 1, top), (210, 210, 210), 1)
     if not cv2.imwrite(out_path, canvas):
