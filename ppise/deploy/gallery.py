@@ -117,9 +117,7 @@ def load_gallery(index_dir: str, key: str = "IndexProcess.index_dir") -> Gallery
             record = json.load(f)
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read the gallery id map {map_path} (from {key}): {err}; {rebuild}") from None
-    paths = record.pop("paths")
-    pids = np.asarray(record.pop("pids"), np.int64)
-    cams = np.asarray(record.pop("cams"), np.int64)
+    paths, pids, cams = (record.pop(name) for name in ("paths", "pids", "cams"))
     if index.ntotal != len(paths) or index.ntotal == 0:
         raise DataError(f"gallery {index_dir} is inconsistent or empty: {index.ntotal} vectors, {len(paths)} paths")
-    return Gallery(index, paths, pids, cams, record)
+    return Gallery(index, paths, np.asarray(pids, np.int64), np.asarray(cams, np.int64), record)

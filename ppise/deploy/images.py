@@ -32,10 +32,9 @@ class ImageList:
     cams: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
-        if self.pids is None:
-            self.pids = np.full(len(self.paths), UNKNOWN, np.int64)
-        if self.cams is None:
-            self.cams = np.full(len(self.paths), UNKNOWN, np.int64)
+        unknown = np.full(len(self.paths), UNKNOWN, np.int64)
+        self.pids = unknown if self.pids is None else self.pids
+        self.cams = unknown.copy() if self.cams is None else self.cams
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -49,8 +48,7 @@ def read_list_file(path: str, image_root: Optional[str] = None, delimiter: Optio
                    key: str = "Global.infer_imgs") -> ImageList:
     """Relative paths are taken from ``image_root``, else the list file's folder."""
     base = image_root or os.path.dirname(os.path.abspath(path))
-    paths, pids, cams = [], [], []
-    labelled = None
+    rows, labelled = [], None  # rows: (path, pid, cam)
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
@@ -72,12 +70,11 @@ def read_list_file(path: str, image_root: Optional[str] = None, delimiter: Optio
         if has_label != labelled:
             raise DataError(f"list file {path} line {lineno}: some lines have a person id and some not")
         img = parts[0].strip()
-        paths.append(img if os.path.isabs(img) else os.path.join(base, img))
-        pids.append(pid)
-        cams.append(cam)
-    if not paths:
+        rows.append((img if os.path.isabs(img) else os.path.join(base, img), pid, cam))
+    if not rows:
         raise DataError(f"list file {path} (from {key}) names no images")
-    return ImageList(paths, np.asarray(pids, np.int64), np.asarray(cams, np.int64))
+    paths, pids, cams = zip(*rows)
+    return ImageList(list(paths), np.asarray(pids, np.int64), np.asarray(cams, np.int64))
 
 
 def list_images(path: Optional[str], key: str = "Global.infer_imgs", image_root: Optional[str] = None,
