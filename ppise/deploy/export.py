@@ -10,13 +10,12 @@ import contextlib
 import os
 import subprocess
 import sys
-import tempfile
 from typing import Any, Dict, List
 
 import numpy as np
 import paddle
 
-from ..config import dump, get, get_config
+from ..config import get, get_config, save
 from ..errors import ConfigError, PpiseError
 from ..utils.arrays import l2_normalize
 from ..utils.device import setup_device
@@ -73,9 +72,7 @@ def _save(net, spec, prefix: str, fmt: str) -> None:
 def _export_in_child(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Legacy export in a fresh process with ``FLAGS_enable_pir_api=0`` set before import."""
     out_dir = cfg["Global"]["save_inference_dir"]
-    fd, cfg_path = tempfile.mkstemp(prefix=".export_", suffix=".yaml", dir=out_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(dump(cfg))
+    cfg_path = save(cfg, out_dir, f".export_{os.getpid()}.yaml")
     env = dict(os.environ, FLAGS_enable_pir_api="0", PPISE_LEGACY_EXPORT="inprocess")
     try:
         proc = subprocess.run([sys.executable, "-m", "ppise.deploy.export", cfg_path], env=env,

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
+from ..config import load_yaml
 from ..errors import ConfigError
 from ..utils.fileio import atomic_write
 
@@ -85,18 +86,10 @@ def write_info(model_dir: str, info: Dict[str, Any]) -> str:
 
 
 def read_info(model_dir: str) -> Optional[Dict[str, Any]]:
-    """The folder's ``inference.yml``, or None for a model exported by something else."""
+    """The folder's ``inference.yml`` (read as configs are), or None for a model exported by
+    something else."""
     path = os.path.join(model_dir, INFO_FILE)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read {path}: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping, got {type(data).__name__}")
-    return data
+    return load_yaml(path) if os.path.isfile(path) else None
 
 
 def find_model_files(model_dir: str, key: str = "Global.inference_model_dir",
