@@ -1,4 +1,2 @@
 """Deploy path: export a static graph, predict with Paddle Inference, index and search a gallery.
-
-Nothing here imports paddle at package import time.
-"""
+Importing the package imports no paddle; the modules that need it import it themselves."""
