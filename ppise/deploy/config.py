@@ -1,11 +1,6 @@
-"""Deploy config (PaddleClas ``deploy/configs/inference_rec.yaml`` style): load, ``-o``, check.
-
-The training config's loader only knows training sections, so the deploy side has its own
-small schema: ``Global`` (predictor options, PaddleClas key names), ``RecPreProcess``,
-``RecPostProcess`` and ``IndexProcess`` (gallery index). Overrides and checks are the
-training config's own (``ppise.config.apply_override`` / ``check_section``) run on this
-schema: an unknown key given with ``-o`` is an error naming it, an unknown key in the YAML
-file only a warning (PaddleClas deploy files carry keys ppise does not use).
+"""Deploy config (PaddleClas ``deploy/configs/inference_rec.yaml`` style), checked by the training
+config's ``apply_override`` / ``check_section``: an unknown key given with ``-o`` is an error, one
+in the YAML file only a warning (PaddleClas deploy files carry keys ppise does not use).
 """
 from __future__ import annotations
 
@@ -62,6 +57,9 @@ CHOICES = {
 POSITIVE = (("Global", "batch_size"), ("Global", "cpu_num_threads"), ("Global", "gpu_mem"),
             ("IndexProcess", "nlist"), ("IndexProcess", "nprobe"), ("IndexProcess", "hnsw_m"),
             ("IndexProcess", "ef_construction"), ("IndexProcess", "ef_search"), ("IndexProcess", "return_k"))
+RANGES = {**{key: (lambda v: v >= 1, ">= 1") for key in POSITIVE},
+          ("Global", "max_bad_image_ratio"): (lambda v: 0 <= v <= 1,
+                                              "in [0, 1] (the share of unusable images skipped)")}
 
 
 def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
@@ -79,13 +77,10 @@ def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
     for (section, key), options in CHOICES.items():
         if cfg[section][key] not in options:
             raise ConfigError(f"{section}.{key} must be one of {', '.join(options)}, got {cfg[section][key]!r}")
-    for section, key in POSITIVE:
-        if cfg[section][key] < 1:
-            raise ConfigError(f"{section}.{key} must be >= 1, got {cfg[section][key]!r}")
+    for (section, key), (test, what) in RANGES.items():
+        if not test(cfg[section][key]):
+            raise ConfigError(f"{section}.{key} must be {what}, got {cfg[section][key]!r}")
     glob = cfg["Global"]
-    if not 0.0 <= glob["max_bad_image_ratio"] <= 1.0:
-        raise ConfigError(f"Global.max_bad_image_ratio must be in [0, 1] (the share of unusable images skipped), "
-                          f"got {glob['max_bad_image_ratio']!r}")
     if glob.get("rec_inference_model_dir"):  # PaddleClas configs name the model dir this way
         glob["inference_model_dir"] = glob["rec_inference_model_dir"]
     if not glob.get("inference_model_dir"):
@@ -100,10 +95,3 @@ def load_deploy_config(path: str, overrides: Optional[Sequence[str]] = None, war
         apply_override(cfg, text, sections=tuple(SCHEMA), schemas=SCHEMA)
     return validate(cfg, warn=warn)
 
-
-def predictor_options(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """The ``Global`` keys :class:`ppise.deploy.predictor.RecPredictor` takes, by name."""
-    glob = cfg["Global"]
-    keys = ("batch_size", "use_gpu", "gpu_mem", "gpu_id", "enable_mkldnn", "cpu_num_threads", "use_tensorrt",
-            "use_fp16", "ir_optim")
-    return {k: glob[k] for k in keys}

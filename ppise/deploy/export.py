@@ -1,38 +1,30 @@
-"""Export the inference branch of a RecModel as a static graph (PIR or legacy program).
-
-Only ``RecModel.inference_output`` is traced: backbone -> neck -> feature, no ISE head and
-no L2 normalisation (PaddleClas convention; the predictor normalises). Input ``x`` is
-``[None, C, H, W]`` from ``Global.image_shape``.
-
-Formats on Paddle 3.3.1 (measured here):
-- ``pir`` (default): ``inference.json`` + ``inference.pdiparams``.
-- ``legacy``: ``inference.pdmodel`` + ``inference.pdiparams``, what PaddleClas's deploy
-  predictor needs on Paddle 3 (its ``enable_memory_optim()`` fails on PIR models, Paddle
-  issue #75496). Paddle 3.3.1 saves it in-process under ``paddle.pir_utils.OldIrGuard``;
-  if that ever fails, export re-runs itself in a child process started with
-  ``FLAGS_enable_pir_api=0`` (the flag must be set before paddle is imported), which is
-  also the path taken when ``PPISE_LEGACY_EXPORT=subprocess``.
-
-After saving, the model is loaded back with Paddle Inference and its output compared with
-the dygraph output on a fixed random batch, so a broken export fails here, not in deploy.
+"""Export the inference branch of a RecModel (no ISE head, no L2 normalisation) as a static
+graph, checked against dygraph. ``legacy`` (``inference.pdmodel``) is what PaddleClas's predictor
+needs on Paddle 3 (its ``enable_memory_optim()`` fails on PIR models, Paddle issue #75496); if
+``OldIrGuard`` fails, or with ``PPISE_LEGACY_EXPORT=subprocess``, a child process started with
+``FLAGS_enable_pir_api=0`` (read at paddle import) exports it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-import tempfile
 from typing import Any, Dict, List
 
 import numpy as np
+import paddle
 
-from ..config import dump, get
+from ..config import get, get_config, save
 from ..errors import ConfigError, PpiseError
 from ..utils.arrays import l2_normalize
+from ..utils.device import setup_device
 from ..utils.fileio import ensure_writable_dir
 from ..utils.logger import logger
+from ..utils.weights import resolve_weights_path
 from .model_info import (INFO_FILE, MODEL_FILES, PARAMS_FILE, check_deploy_ops, default_transform_ops,
-                         describe_preprocess, write_info)
+                         describe_preprocess, read_info, write_info)
+from .predictor import RecPredictor
 
 EXPORT_TOLERANCE = 1e-4  # max abs difference of L2-normalised features, dygraph vs Paddle Inference
 INPUT_NAME = "x"
@@ -53,8 +45,6 @@ def eval_transform_ops(cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 def _inference_net(model):
-    import paddle
-
     class InferenceNet(paddle.nn.Layer):
         """The retrieval branch only: what ``tools/eval.py`` reads from the model."""
 
@@ -65,45 +55,24 @@ def _inference_net(model):
         def forward(self, x):
             return self.model.inference_output(self.model(x))
 
-    net = InferenceNet(model)
-    net.eval()
-    return net
+    return InferenceNet(model).eval()
 
 
 def _pir_enabled() -> bool:
-    import paddle
-
     return bool(paddle.get_flags(["FLAGS_enable_pir_api"])["FLAGS_enable_pir_api"])
 
 
 def _save(net, spec, prefix: str, fmt: str) -> None:
     """``jit.save`` under the IR the format needs."""
-    import paddle
-    from paddle import pir_utils
-
-    def save() -> None:
-        static = paddle.jit.to_static(net, input_spec=spec, full_graph=True)
-        paddle.jit.save(static, prefix)
-
-    if fmt == "pir":
-        if _pir_enabled():
-            save()
-        else:
-            with pir_utils.IrGuard():
-                save()
-    elif not _pir_enabled():
-        save()
-    else:
-        with pir_utils.OldIrGuard():
-            save()
+    guard = paddle.pir_utils.IrGuard if fmt == "pir" else paddle.pir_utils.OldIrGuard
+    with contextlib.nullcontext() if (fmt == "pir") == _pir_enabled() else guard():
+        paddle.jit.save(paddle.jit.to_static(net, input_spec=spec, full_graph=True), prefix)
 
 
 def _export_in_child(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Legacy export in a fresh process with ``FLAGS_enable_pir_api=0`` set before import."""
     out_dir = cfg["Global"]["save_inference_dir"]
-    fd, cfg_path = tempfile.mkstemp(prefix=".export_", suffix=".yaml", dir=out_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(dump(cfg))
+    cfg_path = save(cfg, out_dir, f".export_{os.getpid()}.yaml")
     env = dict(os.environ, FLAGS_enable_pir_api="0", PPISE_LEGACY_EXPORT="inprocess")
     try:
         proc = subprocess.run([sys.executable, "-m", "ppise.deploy.export", cfg_path], env=env,
@@ -114,23 +83,19 @@ def _export_in_child(cfg: Dict[str, Any]) -> Dict[str, Any]:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
         raise PpiseError(f"legacy export in a child process (FLAGS_enable_pir_api=0) failed for "
                          f"{out_dir}: {tail}")
-    from .model_info import read_info
-
     logger.info(f"exported legacy model to {out_dir} in a child process (FLAGS_enable_pir_api=0)")
     return read_info(out_dir) or {}
 
 
 def _verify(out_dir: str, fmt: str, probe: np.ndarray, expected: np.ndarray) -> float:
     """Load the saved model with Paddle Inference; its output must match dygraph."""
-    from .predictor import RecPredictor
-
     predictor = RecPredictor(out_dir, enable_mkldnn=False, cpu_num_threads=1, batch_size=len(probe),
                              prefer_format=fmt, transform_ops=[])
     got = predictor.run(probe)
     if got.shape != expected.shape:
         raise PpiseError(f"exported model {out_dir} gives shape {got.shape}, dygraph {expected.shape}")
     # raw features can be ~1e4: compare directions, as retrieval does
-    diff = float(np.max(np.abs(l2_normalize(got.reshape(len(got), -1)) - l2_normalize(expected.reshape(len(got), -1)))))
+    diff = float(np.max(np.abs(l2_normalize(got) - l2_normalize(expected))))
     if not diff <= EXPORT_TOLERANCE:
         raise PpiseError(f"exported model {out_dir} differs from the dygraph model by {diff:.2e} "
                          f"(> {EXPORT_TOLERANCE}): the export is broken")
@@ -144,15 +109,10 @@ def export_model(cfg: Dict[str, Any]) -> Dict[str, Any]:
     image_shape = list(glob["image_shape"])
     ops = eval_transform_ops(cfg)  # config mistakes surface before any model work
     if glob.get("pretrained_model"):
-        from ..utils.weights import resolve_weights_path
-
         resolve_weights_path(glob["pretrained_model"], "Global.pretrained_model")
     ensure_writable_dir(out_dir, "Global.save_inference_dir")
     if fmt == "legacy" and _pir_enabled() and os.environ.get("PPISE_LEGACY_EXPORT") == "subprocess":
         return _export_in_child(cfg)
-
-    import paddle
-
     from ..engine.builder import build_model_from_config
 
     if not glob.get("pretrained_model"):
@@ -161,8 +121,9 @@ def export_model(cfg: Dict[str, Any]) -> Dict[str, Any]:
     probe = np.random.RandomState(0).standard_normal([2] + image_shape).astype(np.float32)
     with paddle.no_grad():
         expected = net(paddle.to_tensor(probe)).numpy()
+    output_key = get(cfg, "Arch.infer_output_key", "features")
     if expected.ndim != 2:
-        raise ConfigError(f"Arch.infer_output_key {get(cfg, 'Arch.infer_output_key', 'features')!r} gives shape "
+        raise ConfigError(f"Arch.infer_output_key {output_key!r} gives shape "
                           f"{list(expected.shape)}; retrieval needs [N, D] features (add a pooling neck or a "
                           f"BackboneStopLayer such as avg_pool / flatten)")
 
@@ -187,19 +148,13 @@ def export_model(cfg: Dict[str, Any]) -> Dict[str, Any]:
     diff = _verify(out_dir, fmt, probe, expected)
     info = {
         "Model": {
-            "format": fmt,
-            "model_file": MODEL_FILES[fmt],
-            "params_file": PARAMS_FILE,
-            "input_name": INPUT_NAME,
-            "input_shape": [None] + image_shape,
-            "image_shape": image_shape,
-            "output_key": get(cfg, "Arch.infer_output_key", "features"),
-            "feature_dim": int(expected.shape[1]),
-            "normalized_in_graph": False,
+            "format": fmt, "model_file": MODEL_FILES[fmt], "params_file": PARAMS_FILE,
+            "input_name": INPUT_NAME, "input_shape": [None] + image_shape,
+            "image_shape": image_shape, "output_key": output_key,
+            "feature_dim": int(expected.shape[1]), "normalized_in_graph": False,
             "backbone": get(cfg, "Arch.Backbone.name", None),
             "neck": get(cfg, "Arch.Neck.name", None),
-            "pretrained_model": glob.get("pretrained_model"),
-            "paddle_version": paddle.__version__,
+            "pretrained_model": glob.get("pretrained_model"), "paddle_version": paddle.__version__,
             "export_check_max_abs_diff": diff,
         },
         "PreProcess": {**describe_preprocess(ops), "transform_ops": ops},
@@ -213,9 +168,6 @@ def export_model(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 def _child_main(cfg_path: str) -> int:
     """Entry of the ``FLAGS_enable_pir_api=0`` child process."""
-    from ..config import get_config
-    from ..utils.device import setup_device
-
     cfg = get_config(cfg_path)
     setup_device(cfg["Global"])
     export_model(cfg)

@@ -1,12 +1,5 @@
-"""A gallery on disk: a faiss index of L2-normalised features plus its id map.
-
-Files in ``IndexProcess.index_dir``: ``vector.index`` (``faiss.write_index``) and
-``id_map.json`` (row -> image path, person id, camera; plus index method and feature dim).
-Scores are inner products of normalised vectors, i.e. cosine similarities.
-
-Index methods: ``Flat`` (exact, the default: every query scans every vector), ``IVF``
-(inverted lists: ``nlist`` k-means cells, ``nprobe`` of them scanned per query) and
-``HNSW`` (graph with ``hnsw_m`` links per node, ``ef_search`` candidates per query).
+"""A gallery on disk: ``vector.index`` (faiss; inner products of L2-normalised features, i.e.
+cosine) and ``id_map.json`` (row -> path, person id, camera; index method, feature dim).
 """
 from __future__ import annotations
 
@@ -15,6 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
+import faiss
 import numpy as np
 
 from ..errors import ConfigError, DataError
@@ -29,8 +23,6 @@ METHODS = ("Flat", "IVF", "HNSW")
 def build_index(feats: np.ndarray, method: str = "Flat", nlist: int = 100, nprobe: int = 10, hnsw_m: int = 32,
                 ef_construction: int = 40, ef_search: int = 64):
     """A faiss inner-product index holding ``feats`` ([N, D] float32, normalised)."""
-    import faiss
-
     feats = np.ascontiguousarray(feats, dtype=np.float32)
     n, dim = feats.shape
     if method == "Flat":
@@ -41,22 +33,19 @@ def build_index(feats: np.ndarray, method: str = "Flat", nlist: int = 100, nprob
             logger.warning(f"IndexProcess.nlist={nlist} > gallery size {n}: using {cells} cells")
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cells, faiss.METRIC_INNER_PRODUCT)
         index.train(feats)
-        index.nprobe = min(int(nprobe), cells)
     elif method == "HNSW":
         index = faiss.IndexHNSWFlat(dim, int(hnsw_m), faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = int(ef_construction)
-        index.hnsw.efSearch = int(ef_search)
     else:
         raise ConfigError(f"IndexProcess.index_method must be one of {', '.join(METHODS)}, got {method!r}")
+    set_search_params(index, nprobe, ef_search)
     index.add(feats)
     return index
 
 
 def set_search_params(index, nprobe: Optional[int] = None, ef_search: Optional[int] = None) -> None:
     """Search-time knobs (recall versus speed); no-ops for an exact index."""
-    import faiss
-
-    ivf = faiss.try_extract_index_ivf(index) if not isinstance(index, faiss.IndexFlat) else None
+    ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None and nprobe:
         ivf.nprobe = min(int(nprobe), ivf.nlist)
     if hasattr(index, "hnsw") and ef_search:
@@ -64,16 +53,12 @@ def set_search_params(index, nprobe: Optional[int] = None, ef_search: Optional[i
 
 
 def is_exact(index) -> bool:
-    import faiss
-
     return isinstance(index, faiss.IndexFlat)
 
 
 def all_vectors(index) -> np.ndarray:
     """Every stored vector, in row order (IVF needs its direct map for this)."""
-    import faiss
-
-    ivf = faiss.try_extract_index_ivf(index) if not is_exact(index) else None
+    ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         ivf.make_direct_map()
     return index.reconstruct_n(0, index.ntotal)
@@ -94,8 +79,6 @@ class Gallery:
 def save_gallery(index_dir: str, index, paths: List[str], pids: np.ndarray, cams: np.ndarray,
                  meta: Dict[str, Any]) -> Dict[str, str]:
     """Write both files atomically (tmp + rename), index first: the id map marks completion."""
-    import faiss
-
     if index.ntotal != len(paths):
         raise ValueError(f"index holds {index.ntotal} vectors but {len(paths)} paths were given")
     try:
@@ -113,8 +96,6 @@ def save_gallery(index_dir: str, index, paths: List[str], pids: np.ndarray, cams
 
 
 def load_gallery(index_dir: str, key: str = "IndexProcess.index_dir") -> Gallery:
-    import faiss
-
     index_path, map_path = os.path.join(index_dir, INDEX_FILE), os.path.join(index_dir, ID_MAP_FILE)
     for path in (index_path, map_path):
         if not os.path.isfile(path):
@@ -136,9 +117,7 @@ def load_gallery(index_dir: str, key: str = "IndexProcess.index_dir") -> Gallery
             record = json.load(f)
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read the gallery id map {map_path} (from {key}): {err}; {rebuild}") from None
-    paths = record.pop("paths")
-    pids = np.asarray(record.pop("pids"), np.int64)
-    cams = np.asarray(record.pop("cams"), np.int64)
+    paths, pids, cams = (record.pop(name) for name in ("paths", "pids", "cams"))
     if index.ntotal != len(paths) or index.ntotal == 0:
         raise DataError(f"gallery {index_dir} is inconsistent or empty: {index.ntotal} vectors, {len(paths)} paths")
-    return Gallery(index, paths, pids, cams, record)
+    return Gallery(index, paths, np.asarray(pids, np.int64), np.asarray(cams, np.int64), record)

@@ -1,27 +1,26 @@
 """Which images to process, who they show, and how they are decoded.
 
-Inputs are one image, a folder (sorted, non-recursive, as ppise's datasets scan) or a list
-file (``path [pid [camid]]`` per line, PaddleClas's ``data_file``; camid 0-based, as the
-datasets number cameras). Person ids and cameras
-come from Market-1501 / MSMT17 file names (``0002_c1s1_000451_03.jpg``) or from the list
-file. Decoding matches the evaluation datasets exactly (PIL, RGB, uint8 HWC), so deploy
-features equal ``tools/eval.py`` features on the same files.
+Inputs: one image, a folder (sorted, non-recursive, as the datasets scan) or a list file
+(``path [pid [camid]]`` per line, PaddleClas's ``data_file``; camid 0-based). Decoding matches
+the evaluation datasets (PIL, RGB, uint8 HWC), so deploy features equal ``tools/eval.py``'s.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
 from ..data.market_names import parse_name, try_parse_name
 from ..errors import ConfigError, DataError
+from ..utils.logger import logger
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 LIST_EXTENSIONS = (".txt", ".list", ".lst")
 UNKNOWN = -1  # pid / camera of an image whose identity is not known
+MAX_LISTED = 20  # bad files named in the log; the JSON summary and bad_images.txt hold all
 
 
 @dataclass
@@ -29,15 +28,13 @@ class ImageList:
     """Paths with person ids and cameras (``UNKNOWN`` where not given)."""
 
     paths: List[str]
-    pids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    cams: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pids: Optional[np.ndarray] = None
+    cams: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
-        n = len(self.paths)
-        if self.pids.size == 0 and n:
-            self.pids = np.full(n, UNKNOWN, np.int64)
-        if self.cams.size == 0 and n:
-            self.cams = np.full(n, UNKNOWN, np.int64)
+        unknown = np.full(len(self.paths), UNKNOWN, np.int64)
+        self.pids = unknown if self.pids is None else self.pids
+        self.cams = unknown.copy() if self.cams is None else self.cams
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -47,17 +44,11 @@ class ImageList:
         return ImageList([self.paths[i] for i in idx], self.pids[idx], self.cams[idx])
 
 
-def _is_image(path: str) -> bool:
-    return path.lower().endswith(IMAGE_EXTENSIONS)
-
-
 def read_list_file(path: str, image_root: Optional[str] = None, delimiter: Optional[str] = None,
                    key: str = "Global.infer_imgs") -> ImageList:
-    """``path [pid [camid]]`` per line; relative paths are taken from ``image_root`` (else the
-    list file's folder). ``delimiter`` None splits on any whitespace."""
+    """Relative paths are taken from ``image_root``, else the list file's folder."""
     base = image_root or os.path.dirname(os.path.abspath(path))
-    paths, pids, cams = [], [], []
-    labelled = None
+    rows, labelled = [], None  # rows: (path, pid, cam)
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
@@ -66,7 +57,7 @@ def read_list_file(path: str, image_root: Optional[str] = None, delimiter: Optio
     for lineno, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        parts = [p for p in (line.split(delimiter) if delimiter else line.split()) if p.strip()]
+        parts = [p for p in line.split(delimiter or None) if p.strip()]  # None: any whitespace
         has_label = len(parts) > 1
         if labelled is None:
             labelled = has_label
@@ -79,58 +70,54 @@ def read_list_file(path: str, image_root: Optional[str] = None, delimiter: Optio
         if has_label != labelled:
             raise DataError(f"list file {path} line {lineno}: some lines have a person id and some not")
         img = parts[0].strip()
-        paths.append(img if os.path.isabs(img) else os.path.join(base, img))
-        pids.append(pid)
-        cams.append(cam)
-    if not paths:
+        rows.append((img if os.path.isabs(img) else os.path.join(base, img), pid, cam))
+    if not rows:
         raise DataError(f"list file {path} (from {key}) names no images")
-    return ImageList(paths, np.asarray(pids, np.int64), np.asarray(cams, np.int64))
+    paths, pids, cams = zip(*rows)
+    return ImageList(list(paths), np.asarray(pids, np.int64), np.asarray(cams, np.int64))
 
 
 def list_images(path: Optional[str], key: str = "Global.infer_imgs", image_root: Optional[str] = None,
-                delimiter: Optional[str] = None) -> ImageList:
-    """One image, a folder of images, or a list file -> ``ImageList`` (ids from a list file only)."""
+                delimiter: Optional[str] = None, naming: str = "none",
+                strict: bool = True) -> ImageList:
+    """One image, a folder of images, or a list file -> ``ImageList``: ids from a list file,
+    else from Market names when ``naming`` is 'market' (``strict``: see ``with_market_ids``)."""
     if not path:
         raise ConfigError(f"{key} is not set: give an image, a folder of images or a list file")
     if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path) if _is_image(n) and os.path.isfile(os.path.join(path, n)))
+        names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)
+                       and os.path.isfile(os.path.join(path, n)))
         if not names:
             raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path} (from {key})")
-        return ImageList([os.path.join(path, n) for n in names])
-    if not os.path.isfile(path):
+        images = ImageList([os.path.join(path, n) for n in names])
+    elif not os.path.isfile(path):
         raise DataError(f"image path not found: {path} (from {key})")
-    if path.lower().endswith(LIST_EXTENSIONS):
+    elif path.lower().endswith(LIST_EXTENSIONS):
         return read_list_file(path, image_root, delimiter, key)
-    if not _is_image(path):
+    elif not path.lower().endswith(IMAGE_EXTENSIONS):
         raise DataError(f"{path} (from {key}) is neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor a list file "
                         f"({', '.join(LIST_EXTENSIONS)}) nor a folder")
-    return ImageList([path])
+    else:
+        images = ImageList([path])
+    return with_market_ids(images, key, strict) if naming == "market" else images
 
 
-def parse_market_names(paths: List[str], key: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Person ids and 0-based cameras from Market-1501 / MSMT17 file names (``0002_c1s1_...``),
-    read by the datasets' parser (``ppise.data.market_names``), so ids and cameras agree."""
-    pids = np.empty(len(paths), np.int64)
-    cams = np.empty(len(paths), np.int64)
-    for i, path in enumerate(paths):  # string parsing: no vector form
+def with_market_ids(images: ImageList, key: str, strict: bool = True) -> ImageList:
+    """Ids and 0-based cameras from Market-1501 / MSMT17 file names, by the datasets' parser.
+
+    ``strict``: a name not in Market style is an error and junk (id -1) is dropped, as the
+    datasets do; else (a plain search) such names get ``UNKNOWN`` ids and all are kept."""
+    parsed = []
+    for path in images.paths:
         try:
-            pids[i], cams[i] = parse_name(path)
+            ids = parse_name(path) if strict else try_parse_name(path)
         except ValueError as err:
             raise DataError(f"file name {path} (from {key}) {err}; give a list file 'path pid [camid]' "
                             f"instead, or set IndexProcess.naming=none when ids are unknown") from None
-    return pids, cams
-
-
-def with_market_ids(images: ImageList, key: str, drop_junk: bool = True, strict: bool = True) -> ImageList:
-    """Fill ids/cameras from file names; junk detections (id -1) are dropped as the datasets do.
-    ``strict=False`` (a plain search): names that are not Market-style get ``UNKNOWN`` ids."""
-    if not strict:
-        parsed = [try_parse_name(p) or (UNKNOWN, UNKNOWN) for p in images.paths]
-        return ImageList(list(images.paths), np.asarray([p for p, _ in parsed], np.int64).reshape(-1),
-                         np.asarray([c for _, c in parsed], np.int64).reshape(-1))
-    pids, cams = parse_market_names(images.paths, key)
+        parsed.append(ids or (UNKNOWN, UNKNOWN))
+    pids, cams = np.asarray(parsed, np.int64).reshape(-1, 2).T
     out = ImageList(list(images.paths), pids, cams)
-    if drop_junk:
+    if strict:
         out = out.select(pids != -1)
         if not len(out):
             raise DataError(f"all {len(images)} images from {key} are junk (person id -1)")
@@ -148,27 +135,24 @@ def read_rgb(path: str) -> np.ndarray:
         raise DataError(f"cannot read image {path}: not a decodable image ({type(err).__name__}: {err})") from err
 
 
-MAX_LISTED = 20  # bad files named in the log; the JSON summary and bad_images.txt hold all
+def drop_unusable(images: ImageList, key: str,
+                  max_bad_ratio: float = 1.0) -> Tuple[ImageList, List[Dict[str, str]]]:
+    """Decode-check every image, as training does: ``(usable images, [{path, reason}])``.
 
-
-def drop_unusable(images: ImageList, key: str, max_bad_ratio: float = 1.0) -> Tuple[ImageList, List[Tuple[str, str]]]:
-    """Decode-check every image (as training does): ``(usable images, [(path, reason)])``.
-
-    The bad ones are all listed in the log and skipped; DataError when none is usable or
-    when their share is above ``max_bad_ratio`` (``Global.max_bad_image_ratio``)."""
+    The bad ones are listed in the log and skipped; DataError when none is usable or when
+    their share is above ``max_bad_ratio`` (``Global.max_bad_image_ratio``)."""
     from ..data.integrity import check_image
-    from ..utils.logger import logger
 
     reasons = [check_image(p, "full") for p in images.paths]  # deploy decodes every image anyway
-    bad = [(p, r) for p, r in zip(images.paths, reasons) if r]
+    bad = [{"path": p, "reason": r} for p, r in zip(images.paths, reasons) if r]
     if not bad:
         return images, bad
-    listed = "\n".join(f"  {p}: {r}" for p, r in bad[:MAX_LISTED])
+    listed = "\n".join(f"  {b['path']}: {b['reason']}" for b in bad[:MAX_LISTED])
     more = f"\n  ... and {len(bad) - MAX_LISTED} more (all in the JSON summary)" if len(bad) > MAX_LISTED else ""
     share = len(bad) / len(images)
     head = f"{len(bad)} of {len(images)} images from {key} are unusable ({100 * share:.1f}%)"
     if len(images) == 1:
-        raise DataError(f"cannot read image {bad[0][0]} (from {key}): {bad[0][1]}")
+        raise DataError(f"cannot read image {bad[0]['path']} (from {key}): {bad[0]['reason']}")
     if len(bad) == len(images):
         raise DataError(f"{head}: nothing left to process:\n{listed}{more}")
     if share > max_bad_ratio:

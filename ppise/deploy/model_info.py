@@ -1,10 +1,6 @@
-"""``inference.yml``: what an exported model expects and returns, written next to it.
-
-Deploy code (ppise's or anyone's) reads this instead of the training config: model files
-and format, input name and shape, channel order, resize and normalisation, the output
-feature's name and dimension, and that the graph does *not* L2-normalise (the predictor
-does, like PaddleClas). ``find_model_files`` tells which format a folder holds.
-"""
+"""``inference.yml``, written next to an exported model: what it expects and returns (files,
+input, channel order, resize, normalisation, feature dim; the graph does *not* L2-normalise),
+so deploy code (ppise's or anyone's) needs no training config."""
 from __future__ import annotations
 
 import os
@@ -12,6 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
+from ..config import load_yaml
 from ..errors import ConfigError
 from ..utils.fileio import atomic_write
 
@@ -89,18 +86,10 @@ def write_info(model_dir: str, info: Dict[str, Any]) -> str:
 
 
 def read_info(model_dir: str) -> Optional[Dict[str, Any]]:
-    """The folder's ``inference.yml``, or None for a model exported by something else."""
+    """The folder's ``inference.yml`` (read as configs are), or None for a model exported by
+    something else."""
     path = os.path.join(model_dir, INFO_FILE)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read {path}: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping, got {type(data).__name__}")
-    return data
+    return load_yaml(path) if os.path.isfile(path) else None
 
 
 def find_model_files(model_dir: str, key: str = "Global.inference_model_dir",

@@ -1,9 +1,6 @@
-"""The three deploy flows the scripts in ``deploy/python`` run, from a deploy config.
-
-``predict_images``: images -> normalised features (``features.npy`` + ``image_list.txt``).
-``build_gallery``: gallery images + ids -> faiss index + id map.
-``search_queries``: query images -> ranked hits, optional picture, optional metrics.
-"""
+"""The three flows of the scripts in ``deploy/python``: ``predict_images`` (features.npy +
+image_list.txt), ``build_gallery`` (faiss index + id map), ``search_queries`` (ranked hits,
+optional picture and metrics)."""
 from __future__ import annotations
 
 import json
@@ -16,38 +13,37 @@ import numpy as np
 from ..errors import ConfigError
 from ..utils.logger import logger
 from .gallery import build_index, load_gallery, save_gallery, set_search_params
-from .images import ImageList, drop_unusable, list_images, with_market_ids
+from .images import ImageList, drop_unusable, list_images
+from .predictor import RecPredictor
+from .search import evaluate_queries, hits_as_records, search
+from .visualize import draw_results
 
 
-def _predictor(cfg: Dict[str, Any]):
-    from .predictor import RecPredictor
-
-    return RecPredictor.from_config(cfg)
-
-
-def _skip_bad(images: ImageList, key: str, cfg: Dict[str, Any]) -> Tuple[ImageList, List[Dict[str, str]]]:
-    """Usable images and the skipped ones as JSON records (see ``drop_unusable``)."""
-    usable, bad = drop_unusable(images, key, cfg["Global"]["max_bad_image_ratio"])
-    return usable, [{"path": p, "reason": r} for p, r in bad]
+def _features(cfg: Dict[str, Any], images: ImageList, key: str,
+              normalize: bool = True) -> Tuple[ImageList, np.ndarray, List[Dict[str, str]], float]:
+    """``(usable images, their features, skipped images, seconds of extraction)``."""
+    images, skipped = drop_unusable(images, key, cfg["Global"]["max_bad_image_ratio"])
+    predictor = RecPredictor.from_config(cfg)
+    start = time.time()
+    feats = predictor.extract(images.paths, normalize=normalize)
+    return images, feats, skipped, time.time() - start
 
 
-def _write_bad_list(out_dir: str, skipped: List[Dict[str, str]]) -> Optional[str]:
-    if not skipped:
-        return None
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "bad_images.txt")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("".join(f"{b['path']}\t{b['reason']}\n" for b in skipped))
-    return path
+def _with_skipped(out: Dict[str, Any], skipped: List[Dict[str, str]], out_dir: str) -> Dict:
+    """Skipped images go into the summary and into ``out_dir/bad_images.txt``."""
+    if skipped:
+        out["skipped"] = skipped
+        os.makedirs(out_dir, exist_ok=True)
+        out["skipped_list"] = os.path.join(out_dir, "bad_images.txt")
+        with open(out["skipped_list"], "w", encoding="utf-8") as f:
+            f.writelines(f"{b['path']}\t{b['reason']}\n" for b in skipped)
+    return out
 
 
 def predict_images(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    images, skipped = _skip_bad(list_images(cfg["Global"]["infer_imgs"], "Global.infer_imgs"), "Global.infer_imgs",
-                                cfg)
-    predictor = _predictor(cfg)
-    start = time.time()
-    feats = predictor.extract(images.paths, normalize=cfg["RecPostProcess"]["feature_normalize"])
-    seconds = time.time() - start
+    images = list_images(cfg["Global"]["infer_imgs"], "Global.infer_imgs")
+    images, feats, skipped, seconds = _features(cfg, images, "Global.infer_imgs",
+                                                cfg["RecPostProcess"]["feature_normalize"])
     out_dir = cfg["Global"]["output_dir"]
     os.makedirs(out_dir, exist_ok=True)
     feat_path, list_path = os.path.join(out_dir, "features.npy"), os.path.join(out_dir, "image_list.txt")
@@ -60,25 +56,6 @@ def predict_images(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return _with_skipped(out, skipped, out_dir)
 
 
-def _with_skipped(out: Dict[str, Any], skipped: List[Dict[str, str]], out_dir: str) -> Dict[str, Any]:
-    if skipped:
-        out["skipped"] = skipped
-        out["skipped_list"] = _write_bad_list(out_dir, skipped)
-    return out
-
-
-def labelled_images(path: Optional[str], key: str, naming: str, image_root: Optional[str] = None,
-                    delimiter: Optional[str] = None, strict: bool = True) -> ImageList:
-    """Images with ids: a list file carries them; a folder or file gets them from Market names
-    (junk id -1 dropped, as the evaluation datasets do) unless ``naming`` is 'none'.
-    ``strict=False`` (plain search): any name is taken, ids unknown where it is not Market-style."""
-    images = list_images(path, key, image_root, delimiter)
-    from_list = str(path).lower().endswith((".txt", ".list", ".lst")) and os.path.isfile(str(path))
-    if from_list or naming == "none":
-        return images
-    return with_market_ids(images, key, drop_junk=strict, strict=strict)
-
-
 def build_gallery(cfg: Dict[str, Any]) -> Dict[str, Any]:
     idx_cfg = cfg["IndexProcess"]
     if idx_cfg["data_file"]:
@@ -88,18 +65,14 @@ def build_gallery(cfg: Dict[str, Any]) -> Dict[str, Any]:
     else:
         raise ConfigError("set IndexProcess.image_root (a gallery folder) or IndexProcess.data_file "
                           "(a list file 'path pid [camid]')")
-    images = labelled_images(source, key, idx_cfg["naming"], idx_cfg["image_root"] if idx_cfg["data_file"] else None,
-                             idx_cfg["delimiter"])
-    images, skipped = _skip_bad(images, key, cfg)
-    predictor = _predictor(cfg)
-    start = time.time()
-    feats = predictor.extract(images.paths)
-    index = build_index(feats, idx_cfg["index_method"], nlist=idx_cfg["nlist"], nprobe=idx_cfg["nprobe"],
-                        hnsw_m=idx_cfg["hnsw_m"], ef_construction=idx_cfg["ef_construction"],
-                        ef_search=idx_cfg["ef_search"])
+    images = list_images(source, key, idx_cfg["image_root"] if idx_cfg["data_file"] else None,
+                         idx_cfg["delimiter"], idx_cfg["naming"])
+    images, feats, skipped, seconds = _features(cfg, images, key)
+    start = time.time() - seconds  # the build time counts the extraction
+    params = {k: idx_cfg[k] for k in ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search")}
+    index = build_index(feats, idx_cfg["index_method"], **params)
     meta = {"index_method": idx_cfg["index_method"], "source": source,
-            "model_dir": cfg["Global"]["inference_model_dir"], "normalized": True,
-            "params": {k: idx_cfg[k] for k in ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search")}}
+            "model_dir": cfg["Global"]["inference_model_dir"], "normalized": True, "params": params}
     files = save_gallery(idx_cfg["index_dir"], index, images.paths, images.pids, images.cams, meta)
     logger.info(f"gallery: {len(images)} images, {idx_cfg['index_method']} index, dim {feats.shape[1]}, "
                 f"{time.time() - start:.1f}s -> {idx_cfg['index_dir']}")
@@ -110,8 +83,6 @@ def build_gallery(cfg: Dict[str, Any]) -> Dict[str, Any]:
 def search_queries(cfg: Dict[str, Any], k: Optional[int] = None, vis: Optional[str] = None,
                    evaluate: bool = False, protocol: str = "market", vis_max: int = 50) -> Dict[str, Any]:
     """Rank the gallery for every query; ``vis`` draws PNGs (``vis_max`` queries each), ``evaluate`` adds metrics."""
-    from .search import evaluate_queries, hits_as_records, search
-
     idx_cfg = cfg["IndexProcess"]
     k = int(k or idx_cfg["return_k"])
     if k < 1:
@@ -119,25 +90,22 @@ def search_queries(cfg: Dict[str, Any], k: Optional[int] = None, vis: Optional[s
     gallery = load_gallery(idx_cfg["index_dir"])
     set_search_params(gallery.index, idx_cfg["nprobe"], idx_cfg["ef_search"])
     naming = idx_cfg["naming"] if not evaluate else "market"
-    queries = labelled_images(cfg["Global"]["infer_imgs"], "Global.infer_imgs", naming, strict=evaluate)
-    queries, skipped = _skip_bad(queries, "Global.infer_imgs", cfg)
-    predictor = _predictor(cfg)
-    qfeats = predictor.extract(queries.paths)
+    queries = list_images(cfg["Global"]["infer_imgs"], "Global.infer_imgs", naming=naming,
+                          strict=evaluate)
+    queries, qfeats, skipped, _ = _features(cfg, queries, "Global.infer_imgs")
     if qfeats.shape[1] != gallery.index.d:
         raise ConfigError(f"the model {cfg['Global']['inference_model_dir']} gives {qfeats.shape[1]}-d features "
                           f"but the gallery {idx_cfg['index_dir']} holds {gallery.index.d}-d ones: rebuild it")
     start = time.time()
     scores, rows = search(gallery, qfeats, k)
     ms = 1000 * (time.time() - start) / max(len(queries), 1)
-    results = hits_as_records(gallery, queries.paths, queries.pids, queries.cams, scores, rows, idx_cfg["score_thres"])
+    results = hits_as_records(gallery, queries, scores, rows, idx_cfg["score_thres"])
     out: Dict[str, Any] = {"index_method": gallery.meta.get("index_method"), "gallery_size": len(gallery),
                            "search_ms_per_query": round(ms, 4), "results": results}
     _with_skipped(out, skipped, cfg["Global"]["output_dir"])
     if evaluate:
-        out["metrics"] = evaluate_queries(gallery, qfeats, queries.pids, queries.cams, protocol=protocol, ann_k=k)
+        out["metrics"] = evaluate_queries(gallery, qfeats, queries, protocol=protocol, ann_k=k)
     if vis:
-        from .visualize import draw_results
-
         out["vis"] = draw_results(results, vis, k, max_rows=vis_max)
     return out
 

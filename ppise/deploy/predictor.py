@@ -1,15 +1,14 @@
 """Paddle Inference predictor for an exported re-ID model: images in, L2-normalised features out.
 
-Options follow PaddleClas's deploy ``Global`` keys. CPU: oneDNN on/off, math-library
-threads. GPU: memory pool, device id, FP16 and TensorRT (with a dynamic batch dimension).
-``enable_memory_optim`` is used for legacy models only: on PIR models Paddle 3.3.1 fails
-with "Not find predictor_id 0 and pass_name memory_optimize_pass" (Paddle issue #75496).
+Options follow PaddleClas's deploy ``Global`` keys.
 """
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+import paddle
+from paddle import inference
 
 from ..errors import ConfigError
 from ..utils.arrays import l2_normalize
@@ -17,20 +16,16 @@ from ..utils.logger import logger
 from .model_info import find_model_files, read_info
 from .preprocess import Preprocessor, select_ops
 
+# the deploy config's Global keys the predictor takes, by their PaddleClas names
+OPTION_KEYS = ("batch_size", "use_gpu", "gpu_mem", "gpu_id", "enable_mkldnn", "cpu_num_threads",
+               "use_tensorrt", "use_fp16", "ir_optim")
+
 
 def _process_mkldnn_flag() -> bool:
-    import paddle
-
     try:
         return bool(paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"])
     except (ValueError, KeyError):  # pragma: no cover - builds without oneDNN
         return False
-
-
-def _set_process_mkldnn_flag(value: bool) -> None:
-    import paddle
-
-    paddle.set_flags({"FLAGS_use_mkldnn": value})
 
 
 class RecPredictor:
@@ -48,12 +43,10 @@ class RecPredictor:
         self.batch_size = int(batch_size)
         self.image_shape = model_info.get("image_shape")
         self.feature_dim = model_info.get("feature_dim")
-        if transform_ops == []:  # explicit: the caller feeds preprocessed arrays only
-            self.preprocess = None
-        else:
-            ops, where = select_ops(transform_ops, self.info, self.image_shape)
-            self.preprocess = Preprocessor(ops, where)
-        self._check_devices(use_gpu, use_tensorrt, use_fp16)
+        self.input_name = model_info.get("input_name", "x")
+        self.preprocess = None  # transform_ops=[]: the caller feeds preprocessed arrays only
+        if transform_ops != []:
+            self.preprocess = Preprocessor(*select_ops(transform_ops, self.info, self.image_shape))
         self.predictor = self._create(use_gpu, gpu_mem, gpu_id, enable_mkldnn, cpu_num_threads, use_tensorrt,
                                       use_fp16, ir_optim)
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
@@ -61,15 +54,12 @@ class RecPredictor:
 
     @classmethod
     def from_config(cls, cfg: Dict[str, Any]) -> "RecPredictor":
-        from .config import predictor_options
+        glob = cfg["Global"]
+        return cls(glob["inference_model_dir"], transform_ops=cfg["RecPreProcess"]["transform_ops"],
+                   **{k: glob[k] for k in OPTION_KEYS})
 
-        return cls(cfg["Global"]["inference_model_dir"], transform_ops=cfg["RecPreProcess"]["transform_ops"],
-                   **predictor_options(cfg))
-
-    @staticmethod
-    def _check_devices(use_gpu: bool, use_tensorrt: bool, use_fp16: bool) -> None:
-        import paddle
-
+    def _create(self, use_gpu, gpu_mem, gpu_id, enable_mkldnn, threads, use_tensorrt, use_fp16,
+                ir_optim):
         if use_gpu and not paddle.is_compiled_with_cuda():
             raise ConfigError("Global.use_gpu is True but this paddle build has no CUDA: install "
                               "paddlepaddle-gpu or set -o Global.use_gpu=False")
@@ -77,37 +67,28 @@ class RecPredictor:
             raise ConfigError("Global.use_tensorrt needs Global.use_gpu=True")
         if use_fp16 and not use_gpu:
             raise ConfigError("Global.use_fp16 needs Global.use_gpu=True (FP16 inference is GPU-only here)")
-
-    def _create(self, use_gpu, gpu_mem, gpu_id, enable_mkldnn, threads, use_tensorrt, use_fp16, ir_optim):
-        from paddle import inference
-
         config = inference.Config(self.model_file, self.params_file)
         precision = inference.PrecisionType.Half if use_fp16 else inference.PrecisionType.Float32
         if use_gpu:
             config.enable_use_gpu(int(gpu_mem), int(gpu_id), precision if not use_tensorrt else
                                   inference.PrecisionType.Float32)
             if use_tensorrt:
-                config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=self.batch_size,
-                                              min_subgraph_size=3, precision_mode=precision,
-                                              use_static=False, use_calib_mode=False)
+                config.enable_tensorrt_engine(max_batch_size=self.batch_size,  # 1 GiB workspace
+                                              precision_mode=precision, use_calib_mode=False)
                 if self.image_shape:
-                    name = self.info.get("Model", {}).get("input_name", "x")
-                    c, h, w = self.image_shape
-                    config.set_trt_dynamic_shape_info({name: [1, c, h, w]}, {name: [self.batch_size, c, h, w]},
-                                                      {name: [self.batch_size, c, h, w]})
+                    name, shape = self.input_name, [self.batch_size, *self.image_shape]
+                    config.set_trt_dynamic_shape_info({name: [1, *self.image_shape]}, {name: shape},
+                                                      {name: shape})
         else:
             config.disable_gpu()
             if enable_mkldnn:
                 config.set_mkldnn_cache_capacity(10)  # bounded cache of input shapes (PaddleClas does the same)
                 config.enable_mkldnn()
             else:
-                try:
-                    config.disable_mkldnn()
-                except AttributeError:  # pragma: no cover - older builds have oneDNN off by default
-                    pass
+                config.disable_mkldnn()
         config.set_cpu_math_library_num_threads(int(threads))
         config.switch_ir_optim(bool(ir_optim))
-        if self.format == "legacy":
+        if self.format == "legacy":  # PIR models fail with it on Paddle 3.3.1 (Paddle issue #75496)
             config.enable_memory_optim()
         config.disable_glog_info()
         config.switch_use_feed_fetch_ops(False)
@@ -117,7 +98,7 @@ class RecPredictor:
         flip = not use_gpu and not enable_mkldnn and _process_mkldnn_flag()
         try:
             if flip:
-                _set_process_mkldnn_flag(False)
+                paddle.set_flags({"FLAGS_use_mkldnn": False})
             return inference.create_predictor(config)
         except Exception as err:  # noqa: BLE001 - paddle raises many types for a bad model file
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -125,7 +106,7 @@ class RecPredictor:
                               f"{type(err).__name__}: {first}") from err
         finally:
             if flip:
-                _set_process_mkldnn_flag(True)
+                paddle.set_flags({"FLAGS_use_mkldnn": True})
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw (un-normalised) features of a preprocessed ``[N, C, H, W]`` batch."""

@@ -1,16 +1,12 @@
-"""Batched preprocessing with ppise's own transforms, identical to evaluation.
-
-The op list comes from the deploy config's ``RecPreProcess.transform_ops`` when given,
-else from the model's ``inference.yml`` (the training config's evaluation transforms).
-Each image goes through the same ``Compose`` and the same final HWC -> CHW step as
-``PersonDataset.__getitem__``, then the batch is stacked into one float32 array.
-"""
+"""Batched preprocessing with ppise's own transforms: each image exactly as
+``PersonDataset.__getitem__`` gives it to evaluation (``Compose``, then HWC -> CHW)."""
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..data.transforms import build_transforms
 from ..errors import ConfigError
 from .images import read_rgb
 from .model_info import default_transform_ops
@@ -34,8 +30,6 @@ class Preprocessor:
     """``paths -> [N, C, H, W] float32``: decode (PIL RGB), ppise transforms, CHW, stack."""
 
     def __init__(self, ops: Sequence[Dict[str, Any]], where: str = "RecPreProcess.transform_ops") -> None:
-        from ..data.transforms import build_transforms
-
         self.compose = build_transforms(list(ops), where)
         self.where = where
 

@@ -1,11 +1,4 @@
-"""Query features against a gallery: ranked hits, and retrieval metrics through the deploy path.
-
-``evaluate_queries`` scores a whole labelled query set with ``ppise.metric.evaluate`` on the
-gallery's own stored vectors (the exact query-gallery similarities, whatever the index
-type), so its mAP/CMC equal ``tools/eval.py``'s when features agree. For an approximate
-index it also reports how many of the exact top-k the index actually returns
-(``ann_recall@k``): the price paid for its speed.
-"""
+"""Query features against a gallery: ranked hits, and retrieval metrics through the deploy path."""
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
@@ -13,22 +6,23 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..metric import evaluate
 from .gallery import Gallery, all_vectors, is_exact
-from .images import UNKNOWN
+from .images import UNKNOWN, ImageList
 
 
 def search(gallery: Gallery, qfeats: np.ndarray, k: int):
     """``(scores, rows)`` of shape [Q, min(k, gallery size)], best first; row -1 = no hit."""
-    k = min(int(k), len(gallery))
-    scores, rows = gallery.index.search(np.ascontiguousarray(qfeats, dtype=np.float32), k)
-    return scores, rows
+    qfeats = np.ascontiguousarray(qfeats, dtype=np.float32)
+    return gallery.index.search(qfeats, min(int(k), len(gallery)))
 
 
-def hits_as_records(gallery: Gallery, query_paths: Sequence[str], qpids: np.ndarray, qcams: np.ndarray,
-                    scores: np.ndarray, rows: np.ndarray, score_thres: Optional[float] = None) -> List[Dict[str, Any]]:
+def hits_as_records(gallery: Gallery, queries: ImageList, scores: np.ndarray, rows: np.ndarray,
+                    score_thres: Optional[float] = None) -> List[Dict[str, Any]]:
     """JSON-ready results: one record per query with its ranked hits."""
     out = []
-    for qi, path in enumerate(query_paths):
+    qpids, qcams = queries.pids, queries.cams
+    for qi, path in enumerate(queries.paths):
         keep = rows[qi] >= 0
         if score_thres is not None:
             keep &= scores[qi] >= score_thres
@@ -43,21 +37,22 @@ def hits_as_records(gallery: Gallery, query_paths: Sequence[str], qpids: np.ndar
     return out
 
 
-def evaluate_queries(gallery: Gallery, qfeats: np.ndarray, qpids: np.ndarray, qcams: np.ndarray,
+def evaluate_queries(gallery: Gallery, qfeats: np.ndarray, queries: ImageList,
                      protocol: str = "market", topk: Sequence[int] = (1, 5, 10),
                      ann_k: int = 10) -> Dict[str, Any]:
-    """mAP / CMC / mINP of the queries against the gallery (``ppise.metric.evaluate``)."""
-    from ..metric import evaluate
-
+    """mAP / CMC / mINP by ``ppise.metric.evaluate`` on the gallery's stored vectors (exact
+    similarities whatever the index, so they equal ``tools/eval.py``'s); for an approximate
+    index also ``ann_recall@k``, the share of the exact top-k it returns."""
     if np.any(gallery.pids == UNKNOWN) and protocol == "market":
         missing = int(np.count_nonzero(gallery.pids == UNKNOWN))
         raise DataError(f"{missing} gallery images have no person id: --eval needs a gallery built with "
                         "Market naming or a label file (IndexProcess.naming / IndexProcess.data_file)")
-    if np.any(qpids == UNKNOWN):
+    if np.any(queries.pids == UNKNOWN):
         raise DataError("--eval needs query person ids and cameras: use a query folder in Market naming "
                         "or a list file 'path pid camid'")
     gfeats = all_vectors(gallery.index)
-    metrics = evaluate(qfeats, gfeats, qpids, gallery.pids, qcams, gallery.cams, protocol=protocol, topk=topk)
+    metrics = evaluate(qfeats, gfeats, queries.pids, gallery.pids, queries.cams, gallery.cams,
+                       protocol=protocol, topk=topk)
     metrics["index_method"] = gallery.meta.get("index_method", "Flat")
     if not is_exact(gallery.index):
         k = min(int(ann_k), len(gallery))

@@ -1,18 +1,6 @@
-"""Draw ranked retrieval results: each query beside its top-k gallery images (cv2).
-
-One row per query: the query's file name on top, then the query (blue frame), a gap and
-the hits in rank order, framed green for the query's identity seen by another camera,
-orange for the query's identity seen by the query's own camera (the market protocol
-excludes those hits from mAP / CMC), red for another identity, grey when either id is
-unknown. Above each image: ``#rank score``; below it: ``id N cM``. A legend heads every
-picture. At most ``max_rows`` queries go into one picture; more queries give several files
-(``hits.png`` -> ``hits_001.png``, ``hits_002.png``, ...).
-
-Layout (``canvas_shape`` computes it): every image is resized to ``thumb`` = (h, w) and
-framed by ``BORDER`` px; a cell is ``w + 2*BORDER`` wide and ``CAPTION + h + 2*BORDER +
-CAPTION`` tall; a row is ``PAD`` + ``CAPTION`` (file name) + cell height + ``PAD`` tall and
-``PAD + cell + GAP + k cells with PAD between + PAD`` wide (at least the legend's width);
-the legend band is ``LEGEND`` px tall.
+"""Draw ranked retrieval results: per query, its file name, the query (blue frame) and its hits,
+green for its identity seen by another camera, orange by its own camera (the market protocol
+excludes those from mAP / CMC), red for another identity, grey when either id is unknown.
 """
 from __future__ import annotations
 
@@ -36,7 +24,8 @@ LEGEND_WIDTH = 2 * PAD + 3 * 200  # three keys a line
 
 
 def canvas_shape(num_queries: int, k: int, thumb: Tuple[int, int] = (128, 64)) -> Tuple[int, int]:
-    """(height, width) of one picture of ``num_queries`` rows of ``k`` hits."""
+    """(height, width) of ``num_queries`` rows of ``k`` hits: cells of ``thumb`` framed by
+    ``BORDER`` with a ``CAPTION`` above and below, ``PAD`` around, ``GAP`` after the query."""
     h, w = thumb
     cell_w, cell_h = w + 2 * BORDER, 2 * CAPTION + h + 2 * BORDER
     width = PAD + cell_w + GAP + k * cell_w + max(k - 1, 0) * PAD + PAD
@@ -57,9 +46,8 @@ def _cell(canvas: np.ndarray, path: str, x: int, y: int, thumb: Tuple[int, int],
           bottom: str) -> None:
     h, w = thumb
     img = cv2.resize(read_rgb(path), (w, h), interpolation=cv2.INTER_AREA)[:, :, ::-1]  # RGB -> BGR
-    cell_w = w + 2 * BORDER
-    _put(canvas, top, x, y + CAPTION - 4, cell_w)
-    fy = y + CAPTION
+    cell_w, fy = w + 2 * BORDER, y + CAPTION
+    _put(canvas, top, x, fy - 4, cell_w)
     cv2.rectangle(canvas, (x, fy), (x + cell_w - 1, fy + h + 2 * BORDER - 1), colour, thickness=-1)
     canvas[fy + BORDER:fy + BORDER + h, x + BORDER:x + BORDER + w] = img
     _put(canvas, bottom, x, fy + h + 2 * BORDER + CAPTION - 4, cell_w)
@@ -99,11 +87,10 @@ def _draw_one(results: List[Dict[str, Any]], out_path: str, k: int, thumb: Tuple
              centre=False)
         y = top + PAD + CAPTION
         _cell(canvas, rec["query"], PAD, y, thumb, BLUE, "query", _id_text(rec["pid"], rec["cam"]))
-        x = PAD + cell_w + GAP
-        for hit in rec["hits"][:k]:
-            _cell(canvas, hit["path"], x, y, thumb, hit_colour(rec, hit), f"#{hit['rank']} {hit['score']:.3f}",
-                  _id_text(hit["pid"], hit["cam"]))
-            x += cell_w + PAD
+        for j, hit in enumerate(rec["hits"][:k]):
+            x = PAD + GAP + (j + 1) * cell_w + j * PAD
+            _cell(canvas, hit["path"], x, y, thumb, hit_colour(rec, hit),
+                  f"#{hit['rank']} {hit['score']:.3f}", _id_text(hit["pid"], hit["cam"]))
         if qi:
             cv2.line(canvas, (0, top), (width - 1, top), (210, 210, 210), 1)
     if not cv2.imwrite(out_path, canvas):
@@ -112,26 +99,20 @@ def _draw_one(results: List[Dict[str, Any]], out_path: str, k: int, thumb: Tuple
     return height, width
 
 
-def picture_paths(out_path: str, num_queries: int, max_rows: int = DEFAULT_MAX_ROWS) -> List[str]:
-    """``out_path`` itself when one picture holds every query, else ``<stem>_001<ext>``, ..."""
-    parts = (num_queries + max_rows - 1) // max_rows
-    if parts <= 1:
-        return [out_path]
-    stem, ext = os.path.splitext(out_path)
-    return [f"{stem}_{i:03d}{ext}" for i in range(1, parts + 1)]
-
-
 def draw_results(results: List[Dict[str, Any]], out_path: str, k: int, thumb: Tuple[int, int] = (128, 64),
                  max_rows: int = DEFAULT_MAX_ROWS) -> List[Dict[str, Any]]:
-    """Write ``results`` (records from ``hits_as_records``) as PNGs of at most ``max_rows``
-    queries each; returns ``[{"path", "height", "width", "queries"}]``."""
+    """Write ``results`` (from ``hits_as_records``) as pictures of at most ``max_rows`` queries:
+    ``out_path`` itself if one is enough, else ``<stem>_001<ext>``, ``<stem>_002<ext>``, ..."""
     if not results:
         raise ConfigError("nothing to draw: no queries")
     if max_rows < 1:
         raise ConfigError(f"--vis-max must be >= 1 (queries per picture), got {max_rows}")
+    starts = range(0, len(results), max_rows)
+    stem, ext = os.path.splitext(out_path)
     files = []
-    for i, path in enumerate(picture_paths(out_path, len(results), max_rows)):
-        chunk = results[i * max_rows:(i + 1) * max_rows]
+    for i, start in enumerate(starts, start=1):
+        path = out_path if len(starts) == 1 else f"{stem}_{i:03d}{ext}"
+        chunk = results[start:start + max_rows]
         h, w = _draw_one(chunk, path, k, thumb)
         files.append({"path": path, "height": h, "width": w, "queries": len(chunk)})
     return files
