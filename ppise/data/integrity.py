@@ -1,23 +1,15 @@
-"""Find unusable images when a dataset is built, before they can stop training mid-epoch.
+"""Find unusable images when a dataset is built, not hours into training.
 
-Why: a zero-byte, truncated or garbled file in a 13k-image folder otherwise surfaces hours
-into training (ppise) or is silently replaced by a random other image (PaddleClas), which
-corrupts clusters without a word. Here each image is checked once, the bad ones are
-listed and skipped, and the verdicts are cached by (path, size, mtime) in the run's
-output dir so that a resumed run, and the datasets built again in the same process
-(cluster extraction, evaluation), do not pay twice.
-
-Check modes (dataset key ``check_images``):
-
-* ``fast`` (default): non-empty, JPEG start-of-image marker, end-of-image marker in the
-  last 4 KB (a truncated file has none) and a header parse by PIL. ~60 us per
-  Market-size image; a file that is not a JPEG at all gets the full decode instead.
-* ``full``: full PIL decode of every image (~200 us per image); catches damage inside
-  the compressed data that happens to raise in the decoder.
-* ``off``: no check (an unreadable image then raises DataError when it is read).
+A zero-byte, truncated or garbled file otherwise stops training mid-epoch (PaddleClas silently
+swaps in another image, which corrupts clusters). Verdicts are cached by (path, size, mtime) in
+the run's output dir, so a resumed run and datasets built again in this process pay once.
+Modes (dataset key ``check_images``): ``fast`` (default: non-empty, JPEG start marker, end
+marker in the last 4 KB, PIL header parse; non-JPEGs get the full decode), ``full`` (PIL
+decode of every image), ``off`` (an unreadable image raises DataError when read).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -26,6 +18,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ConfigError
+from ..utils import dist
 from ..utils.fileio import atomic_write
 from ..utils.logger import logger
 
@@ -57,22 +50,24 @@ def set_output_dir(out_dir: Optional[str]) -> None:
     if out_dir != _state["out_dir"]:
         _state.update(out_dir=out_dir, loaded=False, warned=False)
         _bad_seen.clear()
-        if out_dir and _is_main():  # rebuilt by this run's datasets; a stale list would mislead
-            try:
+        if out_dir and dist.is_main():  # rebuilt by this run's datasets; a stale list would mislead
+            with contextlib.suppress(OSError):
                 os.remove(os.path.join(out_dir, REPORT_NAME))
-            except OSError:
-                pass
 
 
-def _decode_error(data: bytes) -> str:
+def _pil_error(data: bytes, decode: bool) -> str:
+    """What PIL finds wrong in ``data`` ("" if nothing): a header parse, or a full ``decode``."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im.load()
+            if decode:
+                im.load()
             if im.width < 1 or im.height < 1:
                 return f"empty image ({im.width}x{im.height})"
-    except UnidentifiedImageError:
-        return f"not an image (unknown format, starts with {data[:8]!r})"
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as err:
+        if not decode:
+            return f"bad JPEG header: {err}"
+        if isinstance(err, UnidentifiedImageError):
+            return f"not an image (unknown format, starts with {data[:8]!r})"
         return f"cannot decode: {str(err) or type(err).__name__}"
     return ""
 
@@ -87,16 +82,10 @@ def check_image(path: str, mode: str = "fast") -> str:
     if not data:
         return "empty file (0 bytes)"
     if mode == "full" or not data.startswith(_SOI):
-        return _decode_error(data)
+        return _pil_error(data, decode=True)
     if data.rfind(_EOI, max(0, len(data) - _TAIL)) < 0:  # strict even if PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on
         return f"truncated JPEG ({len(data)} bytes, no end-of-image marker)"
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width < 1 or im.height < 1:
-                return f"empty image ({im.width}x{im.height})"
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as err:
-        return f"bad JPEG header: {err}"
-    return ""
+    return _pil_error(data, decode=False)
 
 
 def _cache_path() -> Optional[str]:
@@ -121,21 +110,13 @@ def _load_cache() -> None:
         logger.warning(f"ignoring image check cache {path}: {err}")
 
 
-def _atomic_write(path: str, text: str) -> None:
-    with atomic_write(path, encoding="utf-8") as f:
-        f.write(text)
-
-
-def _is_main() -> bool:
-    return int(os.environ.get("PADDLE_TRAINER_ID", "0")) == 0
-
-
 def _save_cache() -> None:
     path = _cache_path()
-    if not path or not _state["dirty"] or not _is_main():
+    if not path or not _state["dirty"] or not dist.is_main():
         return
     try:
-        _atomic_write(path, json.dumps({"version": 1, "entries": {k: list(v) for k, v in _verdicts.items()}}))
+        with atomic_write(path, encoding="utf-8") as f:
+            json.dump({"version": 1, "entries": {k: list(v) for k, v in _verdicts.items()}}, f)
         _state["dirty"] = False
     except OSError as err:  # a cache is an optimisation: say so once, do not stop
         if not _state["warned"]:
@@ -172,11 +153,12 @@ def write_report(bad: Iterable[Tuple[str, str]]) -> Optional[str]:
     """Add ``bad`` (path, reason) to ``{output_dir}/bad_images.txt``; returns its path (None without an output dir)."""
     _bad_seen.update(dict(bad))
     out = _state["out_dir"]
-    if not out or not _bad_seen or not _is_main():
+    if not out or not _bad_seen or not dist.is_main():
         return None
     path = os.path.join(out, REPORT_NAME)
     try:
-        _atomic_write(path, "".join(f"{p}\t{r}\n" for p, r in sorted(_bad_seen.items())))
+        with atomic_write(path, encoding="utf-8") as f:
+            f.writelines(f"{p}\t{r}\n" for p, r in sorted(_bad_seen.items()))
     except OSError as err:
         logger.warning(f"cannot write the list of bad images {path}: {err}")
         return None

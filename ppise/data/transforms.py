@@ -1,9 +1,7 @@
-"""Image ops with PaddleClas names and semantics, built from PaddleClas's list-of-dicts config.
+"""Image ops with PaddleClas names, semantics and list-of-dicts config; sizes are ``[w, h]``.
 
-Ops work on HWC numpy arrays (PIL images are accepted and converted), draw randomness from
-Python ``random`` / numpy's global RNG exactly as PaddleClas does (so per-worker seeding
-works), and the eval ops (ResizeImage, Pad, NormalizeImage, ToCHWImage) are deterministic.
-Size lists follow PaddleClas: ``[w, h]``.
+Ops take HWC arrays (or PIL images) and draw from Python ``random`` / numpy's global RNG as
+PaddleClas does, so per-worker seeding works; the eval ops are deterministic.
 """
 from __future__ import annotations
 
@@ -19,23 +17,12 @@ from PIL import Image
 from ..errors import ConfigError
 from ..registry import TRANSFORMS
 
-_CV2_INTERP = {
-    "nearest": cv2.INTER_NEAREST,
-    "bilinear": cv2.INTER_LINEAR,
-    "area": cv2.INTER_AREA,
-    "bicubic": cv2.INTER_CUBIC,
-    "lanczos": cv2.INTER_LANCZOS4,
-    "random": (cv2.INTER_LINEAR, cv2.INTER_CUBIC),
-}
-_PIL_INTERP = {
-    "nearest": Image.NEAREST,
-    "bilinear": Image.BILINEAR,
-    "bicubic": Image.BICUBIC,
-    "box": Image.BOX,
-    "lanczos": Image.LANCZOS,
-    "hamming": Image.HAMMING,
-    "random": (Image.BILINEAR, Image.BICUBIC),
-}
+_CV2_INTERP = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
+               "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4,
+               "random": (cv2.INTER_LINEAR, cv2.INTER_CUBIC)}
+_PIL_NAMES = ("nearest", "bilinear", "bicubic", "box", "lanczos", "hamming")
+_PIL_INTERP = {name: getattr(Image, name.upper()) for name in _PIL_NAMES}
+_PIL_INTERP["random"] = (Image.BILINEAR, Image.BICUBIC)
 # PaddleClas 'reflect' / 'symmetric' follow torchvision: reflect does not repeat the edge pixel.
 _CV2_BORDER = {
     "constant": cv2.BORDER_CONSTANT,
@@ -78,15 +65,10 @@ def _size_wh(size: Any, name: str) -> tuple:
 
 def _border(padding: Any) -> tuple:
     """PIL ImageOps.expand border convention -> (left, top, right, bottom)."""
-    if isinstance(padding, int) and not isinstance(padding, bool):
-        padding = [padding]
-    if isinstance(padding, (list, tuple)) and all(isinstance(p, int) and p >= 0 for p in padding):
-        if len(padding) == 1:
-            return (padding[0],) * 4
-        if len(padding) == 2:
-            return padding[0], padding[1], padding[0], padding[1]
-        if len(padding) == 4:
-            return tuple(padding)
+    pads = [padding] if isinstance(padding, int) and not isinstance(padding, bool) else padding
+    listed = isinstance(pads, (list, tuple)) and len(pads) in (1, 2, 4)
+    if listed and all(isinstance(p, int) and p >= 0 for p in pads):
+        return tuple(pads) * (4 // len(pads))  # [a] -> a, a, a, a; [a, b] -> a, b, a, b
     raise ConfigError(f"Pad padding={padding!r} must be an int, [left/right, top/bottom] or [left, top, right, bottom] (>= 0)")
 
 
@@ -166,12 +148,8 @@ class RandFlipImage:
 
 @TRANSFORMS.register
 class Pad:
-    """Pad every side (PIL ``ImageOps.expand`` border convention) with ``fill``.
-
-    PaddleClas stores ``padding_mode`` but always pads with a constant; ppise also honours
-    'edge', 'reflect' and 'symmetric'. ``backend`` is accepted for config compatibility:
-    both backends give the same array.
-    """
+    """Pad every side (PIL ``ImageOps.expand`` border convention) with ``fill``. PaddleClas
+    ignores ``padding_mode`` (always constant); ppise honours it. Both backends give one array."""
 
     def __init__(self, padding: Any, fill: Any = 0, padding_mode: str = "constant", backend: str = "pil") -> None:
         self.ltrb = _border(padding)
@@ -187,10 +165,8 @@ class Pad:
 
 @TRANSFORMS.register
 class RandomCrop:
-    """Crop a uniformly placed ``size=[w, h]`` window, no resize (PaddleClas RandomCropImage /
-    RandCropImageV2 semantics). ``pad_if_needed`` pads a too-small image (split evenly
-    between both sides) with ``fill`` / ``padding_mode`` first, as paddle.vision's RandomCrop.
-    """
+    """A uniformly placed ``size=[w, h]`` window, no resize (PaddleClas RandomCropImage); with
+    ``pad_if_needed`` a too-small image is first padded evenly, as paddle.vision's RandomCrop."""
 
     def __init__(self, size: Any, pad_if_needed: bool = False, fill: Any = 0, padding_mode: str = "constant") -> None:
         self.tw, self.th = _size_wh(size, f"{type(self).__name__} size")
@@ -213,12 +189,12 @@ class RandomCrop:
         return img[top:top + self.th, left:left + self.tw]
 
 
-@TRANSFORMS.register(name="RandomCropImage")
+@TRANSFORMS.register
 class RandomCropImage(RandomCrop):
     """PaddleClas name for the same crop (size [w, h])."""
 
 
-@TRANSFORMS.register(name="RandCropImageV2")
+@TRANSFORMS.register
 class RandCropImageV2(RandomCrop):
     """PaddleClas name for the same crop (size [w, h]); PaddleClas's own version can place
     the window one pixel past the edge (``randint(0, h - th + 1)``), ppise does not."""
@@ -253,10 +229,8 @@ class NormalizeImage:
             raise ConfigError(f"NormalizeImage expects a {want} image but got shape {tuple(img.shape)}; "
                               "use order: '' before ToCHWImage, or order: 'chw' after it")
         out = (img.astype(np.float32) * self.scale - self.mean) / self.std
-        if self.channel_num == 4:
-            pad_shape = list(out.shape)
-            pad_shape[axis] = 1
-            out = np.concatenate([out, np.zeros(pad_shape, np.float32)], axis=axis)
+        if self.channel_num == 4:  # a zero fourth channel
+            out = np.pad(out, [(0, int(a == axis)) for a in range(3)])
         return out.astype(self.dtype)
 
 
@@ -330,9 +304,8 @@ class ToCHWImage:
 
 @TRANSFORMS.register
 class ToTensor:
-    """paddle.vision's ToTensor (PaddleClas re-exports it, its re-ID configs use it): uint8
-    scaled to [0, 1] float32, HWC -> CHW for ``data_format='CHW'``. Returns a numpy array so
-    batches can cross worker processes."""
+    """paddle.vision's ToTensor (used by PaddleClas re-ID configs): uint8 -> [0, 1] float32,
+    HWC -> CHW for ``data_format='CHW'``; a numpy array, so batches can cross processes."""
 
     def __init__(self, data_format: str = "CHW", keys: Any = None) -> None:
         if data_format not in ("CHW", "HWC"):
@@ -381,9 +354,6 @@ class Compose:
         for op in self.ops:
             img = op(img)
         return img
-
-    def __len__(self) -> int:
-        return len(self.ops)
 
     def __repr__(self) -> str:
         return f"Compose({', '.join(type(op).__name__ for op in self.ops)})"
