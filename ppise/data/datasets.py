@@ -47,7 +47,6 @@ class PersonDataset(Dataset):
             raise ConfigError(f"{name} dataset.max_bad_image_ratio={ratio!r} must be a number in [0, 1] "
                               f"(the share of unusable files tolerated, e.g. 0.01)")
         self.max_bad_image_ratio = float(ratio)
-        self.bad_files: List[Tuple[str, str]] = []
         self.image_root, self.cls_label_path = image_root, cls_label_path
         self.root = os.path.join(str(image_root), self.dataset_dir, str(cls_label_path))
         self.transform = build_transforms(transform_ops, f"{name}.transform_ops")

@@ -1,10 +1,6 @@
-"""The demo's synthetic data set: generated on first use, at the demo's own location only.
-
-``Global.synthetic_dataset: {ids, seed, root, ...}`` generates it when an ``image_root`` is
-that location (``root``, default ``./dataset/synthetic_demo``) and holds no data yet; any other
-``image_root`` must hold data, so a mistyped path fails instead of training on invented data.
-A demo run (:func:`is_demo_run`) trains on that set, so re-running it starts over.
-"""
+"""The demo's synthetic data set (``Global.synthetic_dataset: {ids, seed, root, ...}``), made on
+first use only at its own ``root`` (default ``./dataset/synthetic_demo``): a mistyped
+``image_root`` fails instead of training on invented data. A demo run may start over."""
 from __future__ import annotations
 
 import os

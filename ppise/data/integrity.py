@@ -1,11 +1,7 @@
-"""Find unusable images when a dataset is built, not hours into training.
-
-A zero-byte, truncated or garbled file otherwise stops training mid-epoch (PaddleClas silently
+"""Find unusable images when a dataset is built, not hours into training (PaddleClas silently
 swaps in another image, which corrupts clusters). Verdicts are cached by (path, size, mtime) in
-the run's output dir, so a resumed run and datasets built again in this process pay once.
-Modes (dataset key ``check_images``): ``fast`` (default: non-empty, JPEG start marker, end
-marker in the last 4 KB, PIL header parse; non-JPEGs get the full decode), ``full`` (PIL
-decode of every image), ``off`` (an unreadable image raises DataError when read).
+the run's output dir. ``check_images``: ``fast`` (JPEG markers and header; other files fully
+decoded), ``full`` (PIL decode of every image) or ``off`` (a bad image raises DataError when read).
 """
 from __future__ import annotations
 
@@ -36,10 +32,8 @@ _bad_seen: Dict[str, str] = {}  # every bad file met in this process, for the re
 
 def normalize_mode(value: object, where: str = "dataset.check_images") -> str:
     """Accept ``fast`` / ``full`` / ``off`` (and YAML booleans: True = fast, False = off)."""
-    if value is True:
-        return "fast"
-    if value is False or value is None:
-        return "off"
+    if isinstance(value, bool) or value is None:
+        return "fast" if value else "off"
     if isinstance(value, str) and value.lower() in MODES:
         return value.lower()
     raise ConfigError(f"{where}={value!r} must be one of {', '.join(MODES)} (or True / False)")
@@ -88,18 +82,13 @@ def check_image(path: str, mode: str = "fast") -> str:
     return _pil_error(data, decode=False)
 
 
-def _cache_path() -> Optional[str]:
-    out = _state["out_dir"]
-    return os.path.join(out, CACHE_NAME) if out else None
-
-
 def _load_cache() -> None:
     """Merge the on-disk verdicts once per output dir; a missing or damaged file is just ignored."""
-    if _state["loaded"]:
+    if _state["loaded"] or not _state["out_dir"]:
         return
     _state["loaded"] = True
-    path = _cache_path()
-    if not path or not os.path.isfile(path):
+    path = os.path.join(_state["out_dir"], CACHE_NAME)
+    if not os.path.isfile(path):
         return
     try:
         with open(path, encoding="utf-8") as f:
@@ -111,9 +100,9 @@ def _load_cache() -> None:
 
 
 def _save_cache() -> None:
-    path = _cache_path()
-    if not path or not _state["dirty"] or not dist.is_main():
+    if not _state["out_dir"] or not _state["dirty"] or not dist.is_main():
         return
+    path = os.path.join(_state["out_dir"], CACHE_NAME)
     try:
         with atomic_write(path, encoding="utf-8") as f:
             json.dump({"version": 1, "entries": {k: list(v) for k, v in _verdicts.items()}}, f)
@@ -137,14 +126,11 @@ def check_images(paths: Sequence[str], mode: str = "fast") -> List[str]:
         except OSError as err:
             reasons.append(f"cannot stat: {err.strerror or err}")
             continue
-        hit = _verdicts.get(key)
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns and hit[2] in (mode, "full"):
-            reasons.append(hit[3])
-            continue
-        reason = check_image(key, mode)
-        _verdicts[key] = (st.st_size, st.st_mtime_ns, mode, reason)
-        _state["dirty"] = True
-        reasons.append(reason)
+        stamp, hit = (st.st_size, st.st_mtime_ns), _verdicts.get(key)
+        if not (hit and hit[:2] == stamp and hit[2] in (mode, "full")):
+            hit = _verdicts[key] = (*stamp, mode, check_image(key, mode))
+            _state["dirty"] = True
+        reasons.append(hit[3])
     _save_cache()
     return reasons
 

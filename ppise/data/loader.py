@@ -1,10 +1,8 @@
 """Build datasets, samplers and ``paddle.io.DataLoader``s from PaddleClas ``DataLoader`` sections.
 
 Batches are ``[images float32 [B, 3, H, W], pids int64 [B], camids int64 [B], idx int64 [B]]``.
-Paddle seeds each worker from the main process's numpy RNG when an iterator starts, so seeding
-the main process makes augmentation reproducible and different per epoch. Workers die with the
-trainer and free their shared memory; worker errors reach the caller with their own type and
-message (paddle 3.3 turns them into ``SystemError: Blocking queue is killed``).
+Workers are seeded from the main process's numpy RNG, die with the trainer, free their shared
+memory, and their errors reach the caller with their own type and message.
 """
 from __future__ import annotations
 
@@ -48,8 +46,7 @@ def _build(registry: Any, cfg: Dict[str, Any], at: str, **supplied: Any) -> Any:
 
 def build_dataset(section_cfg: Dict[str, Any], where: str, transform_ops: Optional[list] = None) -> Any:
     """Build ``section_cfg['dataset']`` (e.g. ``DataLoader.Train``); ``transform_ops``, when
-    given, replaces the configured ops (e.g. eval transforms to extract train features).
-    The dataset receives its ops already built, as a ``Compose``."""
+    given, replaces the configured ops (e.g. eval transforms to extract train features)."""
     ds_cfg = section_cfg.get("dataset") if isinstance(section_cfg, dict) else None
     if not isinstance(ds_cfg, dict):
         raise ConfigError(f"{where}.dataset must be a mapping with 'name', 'image_root', 'cls_label_path'")
@@ -60,8 +57,7 @@ def build_dataset(section_cfg: Dict[str, Any], where: str, transform_ops: Option
 
 def build_sampler(sampler_cfg: Dict[str, Any], labels: np.ndarray, cameras: Optional[np.ndarray], where: str,
                   rank: int = 0, world_size: int = 1, seed: int = 0) -> Any:
-    """Build a batch sampler from ``{name, batch_size, ...}``; ``where`` is the config path of
-    the sampler mapping (e.g. ``DataLoader.Train.sampler``)."""
+    """A batch sampler from ``{name, batch_size, ...}`` at config path ``where``."""
     if not isinstance(sampler_cfg, dict):
         raise ConfigError(f"{where} must be a mapping with 'name' and 'batch_size'")
     return _build(SAMPLERS, sampler_cfg, where, labels=labels, cameras=cameras, rank=rank,
@@ -77,9 +73,8 @@ def seed_worker(worker_id: int) -> None:
 
 
 # ------------------------------------------------------------------ workers die with their parent
-# Paddle's own ParentWatchDog only looks between batches, and an orphan then hangs at exit
-# joining its result queue's feeder thread (nobody reads the pipe): after a kill -9 of the
-# trainer, workers lived on for many minutes with their /dev/shm/paddle_<pid>_* batches.
+# Paddle's ParentWatchDog only looks between batches, and an orphan hangs at exit joining its
+# result queue's feeder thread: after a kill -9 of the trainer, workers lived on for minutes.
 SHM_DIR = "/dev/shm"
 _SHM_FILE = re.compile(r"^paddle_(\d+)_")  # paddle's mmap allocator: paddle_<creating pid>_<n>_<random>
 _PR_SET_PDEATHSIG = 1
@@ -167,6 +162,14 @@ def _rebuild(err: BaseException) -> BaseException:
         return RuntimeError(str(err))
 
 
+def _reader_error(timeout: float = 5.0) -> Optional[BaseException]:
+    """The reader thread's error; it kills the queue just before raising, so wait a little."""
+    deadline = time.monotonic() + timeout
+    while not _thread_errors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _thread_errors.pop(0) if _thread_errors else None
+
+
 def _shutdown(it: Any) -> None:
     """Stop the workers now: paddle only does it on StopIteration or in ``__del__``, and the
     traceback we raise keeps the iterator alive (the interpreter then hangs at exit)."""
@@ -185,9 +188,7 @@ class DataLoader(paddle.io.DataLoader):
         global _previous_hook
         if threading.excepthook is not _capture_hook:  # chain whatever hook is current
             _previous_hook, threading.excepthook = threading.excepthook, _capture_hook
-        return self._guarded(super().__iter__())
-
-    __call__ = __iter__
+        return self._guarded(super().__iter__())  # paddle's __call__ comes here too
 
     def _in_main_thread(self) -> Iterator[List[paddle.Tensor]]:
         """num_workers=0: load here. Paddle's single-process iterator reads in a thread that
@@ -206,7 +207,8 @@ class DataLoader(paddle.io.DataLoader):
                     return
                 except Exception as err:
                     _shutdown(it)
-                    worker_err = self._wait_for_thread_error(err)
+                    # a PpiseError raised in this thread is already the right error
+                    worker_err = None if isinstance(err, PpiseError) else _reader_error()
                     if worker_err is None:
                         raise
                     failure, worker_err = _rebuild(worker_err), None
@@ -222,15 +224,6 @@ class DataLoader(paddle.io.DataLoader):
         finally:
             _active[0] -= 1
 
-    @staticmethod
-    def _wait_for_thread_error(err: Exception, timeout: float = 5.0) -> Optional[BaseException]:
-        if isinstance(err, PpiseError):
-            return None  # raised in this thread: already the right error
-        deadline = time.monotonic() + timeout  # the reader thread kills the queue just before raising
-        while not _thread_errors and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return _thread_errors.pop(0) if _thread_errors else None
-
 
 def build_dataloader(dataset: Any, batch_sampler: Any, loader_cfg: Optional[Dict[str, Any]] = None) -> DataLoader:
     """A ``paddle.io.DataLoader`` (subclass) over ``batch_sampler`` with ``loader.num_workers`` processes."""
@@ -243,11 +236,6 @@ def build_dataloader(dataset: Any, batch_sampler: Any, loader_cfg: Optional[Dict
         raise ConfigError(f"loader.num_workers={num_workers!r} must be an integer >= 0")
     if num_workers > 0:
         remove_stale_shm_files()
-    return DataLoader(
-        dataset,
-        batch_sampler=batch_sampler,
-        num_workers=num_workers,
-        use_shared_memory=bool(cfg.get("use_shared_memory", True)),
-        worker_init_fn=WorkerInit() if num_workers > 0 else None,
-        return_list=True,
-    )
+    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
+                      use_shared_memory=bool(cfg.get("use_shared_memory", True)), return_list=True,
+                      worker_init_fn=WorkerInit() if num_workers > 0 else None)

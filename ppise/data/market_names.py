@@ -1,8 +1,6 @@
-"""Market-1501 / MSMT17 file names: ``<pid>_c<camera>...`` -> (person id, 0-based camera).
-
-The one parser of the datasets and the deploy scripts. Market-1501: ``0002_c1s1_000451_03.jpg``
-(one camera digit, 1-6); MSMT17 has up to 15 cameras (``0007_c11_...``). Id -1 marks junk
-(``0000``, the distractors, is kept); file cameras start at 1, returned indices at 0.
+"""Market-1501 / MSMT17 file names ``<pid>_c<camera>...`` -> (person id, 0-based camera), the
+one parser of the datasets and the deploy scripts. MSMT17 cameras may have 2 digits
+(``0007_c11_...``); id -1 marks junk (``0000``, the distractors, is kept).
 """
 from __future__ import annotations
 
@@ -16,9 +14,8 @@ _PATTERNS = {digits: re.compile(rf"^(-1|\d+)_c(\d{{1,{digits}}})") for digits in
 
 
 def parse_name(path: str, camera_digits: int = 2) -> Tuple[int, int]:
-    """``(pid, camera index from 0)`` of ``path``'s file name; ValueError says what is wrong.
-    ``camera_digits``: 1 for Market-1501 (``c12`` is camera 1, as in the original protocol code),
-    2 for MSMT17 and unknown datasets."""
+    """``(pid, camera index from 0)`` of ``path``'s name (ValueError says what is wrong); Market
+    has 1 ``camera_digits`` (``c12`` is camera 1, as in the protocol code), MSMT17 and others 2."""
     name = os.path.basename(path)
     match = _PATTERNS[camera_digits].match(name)
     if match is None:

@@ -1,10 +1,8 @@
 """Batch samplers (iterables of index lists) for ``paddle.io.DataLoader(batch_sampler=...)``.
 
-Every rank draws the same global batch from a generator seeded by ``(seed, epoch)`` (call
-``set_epoch`` each epoch) and yields its own contiguous share, so no communication is needed.
-The P x K samplers never draw label -1 (outliers) and use fewer ids when clustering finds
-fewer than P (``batch_size`` then holds the actual global batch, ``requested_batch_size``
-the configured one).
+Every rank draws the same global batch, seeded by ``(seed, epoch)`` (call ``set_epoch``), and
+yields its own share: no communication. P x K samplers never draw label -1 (outliers) and use
+fewer ids when there are fewer clusters than P (``batch_size`` then holds the actual batch).
 """
 from __future__ import annotations
 
@@ -189,12 +187,9 @@ class PKSampler(_PKSamplerBase):
 @SAMPLERS.register
 @SAMPLERS.register(name="DistributedBatchSampler")
 class BatchSampler(_EpochSampler):
-    """Sequential (or shuffled) batches over every index, for evaluation and feature extraction.
-
-    Rank r takes the r-th block of ``ceil(N / world_size)`` indices, padded with the last index
-    so all ranks run as many batches; the first ``num_samples_total`` rows of the gathered
-    outputs are the original order (``valid_mask``: real rows here). ``batch_size`` is per rank.
-    """
+    """Sequential (or shuffled) batches over every index, ``batch_size`` per rank. Rank r takes
+    the r-th block of ``ceil(N / world_size)`` indices, padded with the last one; the first
+    ``num_samples_total`` gathered rows are the original order (``valid_mask``: real rows here)."""
 
     def __init__(self, labels: np.ndarray, cameras: Any = None, batch_size: int = 1, shuffle: bool = False,
                  drop_last: bool = False, rank: int = 0, world_size: int = 1, seed: int = 0,
@@ -208,15 +203,11 @@ class BatchSampler(_EpochSampler):
         start = self.rank * self.num_samples
         self.valid_mask = np.arange(start, start + self.num_samples) < self.num_samples_total
 
-    def shard_indices(self) -> np.ndarray:
-        """This rank's indices for the current epoch (padding included)."""
+    def __iter__(self) -> Iterator[List[int]]:
         n = self.num_samples_total
         order = self._rng().permutation(n) if self.shuffle else np.arange(n)
         padded = np.concatenate([order, np.full(self.num_samples * self.world_size - n, order[-1])])
-        return padded[self.rank * self.num_samples:(self.rank + 1) * self.num_samples]
-
-    def __iter__(self) -> Iterator[List[int]]:
-        shard = self.shard_indices()
+        shard = padded[self.rank * self.num_samples:(self.rank + 1) * self.num_samples]
         for b in range(len(self)):
             yield shard[b * self.batch_size:(b + 1) * self.batch_size].tolist()
 

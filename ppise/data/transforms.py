@@ -24,19 +24,10 @@ _PIL_NAMES = ("nearest", "bilinear", "bicubic", "box", "lanczos", "hamming")
 _PIL_INTERP = {name: getattr(Image, name.upper()) for name in _PIL_NAMES}
 _PIL_INTERP["random"] = (Image.BILINEAR, Image.BICUBIC)
 # PaddleClas 'reflect' / 'symmetric' follow torchvision: reflect does not repeat the edge pixel.
-_CV2_BORDER = {
-    "constant": cv2.BORDER_CONSTANT,
-    "edge": cv2.BORDER_REPLICATE,
-    "reflect": cv2.BORDER_REFLECT_101,
-    "symmetric": cv2.BORDER_REFLECT,
-}
+_CV2_BORDER = {"constant": cv2.BORDER_CONSTANT, "edge": cv2.BORDER_REPLICATE,
+               "reflect": cv2.BORDER_REFLECT_101, "symmetric": cv2.BORDER_REFLECT}
 
 Img = Union[np.ndarray, Image.Image]
-
-
-def _as_array(img: Img) -> np.ndarray:
-    """PIL -> writable HWC uint8 array; arrays pass through unchanged."""
-    return np.array(img) if isinstance(img, Image.Image) else img
 
 
 def _number(value: Any, name: str) -> float:
@@ -44,11 +35,9 @@ def _number(value: Any, name: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
+        num, slash, den = value.partition("/")
         try:
-            if "/" in value:
-                num, den = value.split("/", 1)
-                return float(Fraction(num.strip()) / Fraction(den.strip()))
-            return float(value)
+            return float(Fraction(num.strip()) / Fraction(den.strip())) if slash else float(value)
         except (ValueError, ZeroDivisionError):
             pass
     raise ConfigError(f"{name}={value!r} is not a number (use e.g. 0.5 or '1.0/255.0')")
@@ -73,16 +62,13 @@ def _border(padding: Any) -> tuple:
 
 
 def _pad(img: np.ndarray, ltrb: tuple, fill: Any, mode: str) -> np.ndarray:
-    left, top, right, bottom = ltrb
     if not any(ltrb):
         return img
-    value = fill
-    if isinstance(fill, (int, float)):
-        value = (fill,) * (img.shape[2] if img.ndim == 3 else 1)
+    left, top, right, bottom = ltrb
+    channels = img.shape[2] if img.ndim == 3 else 1
+    value = (fill,) * channels if isinstance(fill, (int, float)) else fill
     out = cv2.copyMakeBorder(img, top, bottom, left, right, _CV2_BORDER[mode], value=tuple(float(v) for v in value))
-    if img.ndim == 3 and out.ndim == 2:  # cv2 drops a single channel axis
-        out = out[:, :, None]
-    return out
+    return out[:, :, None] if out.ndim < img.ndim else out  # cv2 drops a single channel axis
 
 
 @TRANSFORMS.register
@@ -124,7 +110,7 @@ class ResizeImage:
         if self.backend == "pil":
             pil = img if isinstance(img, Image.Image) else Image.fromarray(img)
             return np.array(pil.resize(self._target(*pil.size), interp))
-        img = _as_array(img)
+        img = np.asarray(img)
         h, w = img.shape[:2]
         return cv2.resize(img, self._target(w, h), interpolation=interp)
 
@@ -139,7 +125,7 @@ class RandFlipImage:
         self.flip_code = flip_code
 
     def __call__(self, img: Img) -> np.ndarray:
-        img = _as_array(img)
+        img = np.asarray(img)
         if random.randint(0, 1) == 1:
             flipped = cv2.flip(img, self.flip_code)
             return flipped[:, :, None] if img.ndim == 3 and flipped.ndim == 2 else flipped
@@ -160,7 +146,7 @@ class Pad:
         self.fill, self.padding_mode = fill, padding_mode
 
     def __call__(self, img: Img) -> np.ndarray:
-        return _pad(_as_array(img), self.ltrb, self.fill, self.padding_mode)
+        return _pad(np.asarray(img), self.ltrb, self.fill, self.padding_mode)
 
 
 @TRANSFORMS.register
@@ -175,7 +161,7 @@ class RandomCrop:
         self.pad_if_needed, self.fill, self.padding_mode = bool(pad_if_needed), fill, padding_mode
 
     def __call__(self, img: Img) -> np.ndarray:
-        img = _as_array(img)
+        img = np.asarray(img)
         h, w = img.shape[:2]
         if (h < self.th or w < self.tw) and self.pad_if_needed:
             dw, dh = max(self.tw - w, 0), max(self.th - h, 0)
@@ -222,7 +208,7 @@ class NormalizeImage:
             raise ConfigError(f"NormalizeImage mean={mean!r} / std={std!r} must be 3 numbers each") from err
 
     def __call__(self, img: Img) -> np.ndarray:
-        img = _as_array(img)
+        img = np.asarray(img)
         axis = 0 if self.order == "chw" else 2
         if img.ndim != 3 or img.shape[axis] != 3:
             want = "CHW (order: 'chw')" if self.order == "chw" else f"HWC (order: {self.order!r})"
@@ -258,15 +244,8 @@ class RandomErasing:
         self.mean = np.asarray(mean, dtype=np.float32)
         self.attempt, self.mode = int(attempt), mode
 
-    def _pixels(self, h: int, w: int, c: int) -> np.ndarray:
-        if self.mode == "rand":
-            return np.random.normal(size=(1, 1, 3))
-        if self.mode == "pixel":
-            return np.random.normal(size=(h, w, c))
-        return self.mean
-
     def __call__(self, img: Img) -> np.ndarray:
-        img = _as_array(img)
+        img = np.asarray(img)
         if random.random() > self.EPSILON:
             return img
         if not img.flags.writeable:
@@ -280,7 +259,11 @@ class RandomErasing:
             h = int(round(math.sqrt(target_area * aspect)))
             w = int(round(math.sqrt(target_area / aspect)))
             if w < width and h < height:
-                pixels = self._pixels(h, w, img.shape[2])
+                pixels = self.mean
+                if self.mode == "rand":
+                    pixels = np.random.normal(size=(1, 1, 3))
+                elif self.mode == "pixel":
+                    pixels = np.random.normal(size=(h, w, img.shape[2]))
                 top = random.randint(0, height - h)
                 left = random.randint(0, width - w)
                 region = img[top:top + h, left:left + w]
@@ -299,7 +282,7 @@ class ToCHWImage:
     to_chw = True
 
     def __call__(self, img: Img) -> np.ndarray:
-        return _as_array(img).transpose((2, 0, 1))
+        return np.asarray(img).transpose((2, 0, 1))
 
 
 @TRANSFORMS.register
@@ -313,7 +296,7 @@ class ToTensor:
         self.to_chw = data_format == "CHW"
 
     def __call__(self, img: Img) -> np.ndarray:
-        img = _as_array(img)
+        img = np.asarray(img)
         img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
         return img.transpose((2, 0, 1)) if self.to_chw else img
 
@@ -334,7 +317,7 @@ class Normalize:
         self.to_rgb, self.data_format = bool(to_rgb), data_format
 
     def __call__(self, img: Img) -> np.ndarray:
-        img = _as_array(img).astype(np.float32)
+        img = np.asarray(img).astype(np.float32)
         if img.ndim != 3 or self.mean.size not in (1, img.shape[self.axis]):
             raise ConfigError(f"Normalize (data_format {self.data_format!r}) got an image of shape {tuple(img.shape)}; "
                               "put it after ToTensor, or set data_format: 'HWC'")
