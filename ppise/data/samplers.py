@@ -60,7 +60,7 @@ class _PKSamplerBase(_EpochSampler):
             raise ConfigError(f"{where}: {self.cameras.size} cameras for {self.labels.size} labels")
         valid = np.flatnonzero(self.labels >= 0)
         order = valid[np.argsort(self.labels[valid], kind="stable")]
-        self.pids, starts, counts = np.unique(self.labels[order], return_index=True, return_counts=True)
+        self.pids, starts = np.unique(self.labels[order], return_index=True)
         self.members: List[np.ndarray] = np.split(order, starts[1:]) if order.size else []
         self.num_valid = int(order.size)
         self.requested_batch_size = self.batch_size

@@ -182,8 +182,7 @@ class RandomCropImage(RandomCrop):
 
 @TRANSFORMS.register
 class RandCropImageV2(RandomCrop):
-    """PaddleClas name for the same crop (size [w, h]); PaddleClas's own version can place
-    the window one pixel past the edge (``randint(0, h - th + 1)``), ppise does not."""
+    """PaddleClas name for the same crop; PaddleClas's own can place it one pixel past the edge."""
 
 
 @TRANSFORMS.register
