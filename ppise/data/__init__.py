@@ -4,11 +4,3 @@ from .loader import build_dataloader, build_dataset, build_sampler, seed_worker
 from .samplers import BatchSampler, PKSampler, RandomMultipleGallerySampler
 from .transforms import (Compose, Normalize, NormalizeImage, Pad, RandFlipImage, RandomCrop, RandomErasing,
                          ResizeImage, ToCHWImage, ToTensor, build_transforms)
-
-__all__ = [
-    "PersonDataset", "Market1501", "MSMT17",
-    "Compose", "build_transforms", "ResizeImage", "RandFlipImage", "Pad", "RandomCrop", "NormalizeImage",
-    "RandomErasing", "ToCHWImage", "ToTensor", "Normalize",
-    "RandomMultipleGallerySampler", "PKSampler", "BatchSampler",
-    "build_dataset", "build_sampler", "build_dataloader", "seed_worker",
-]

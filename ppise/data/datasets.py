@@ -1,14 +1,8 @@
 """Market-1501 and MSMT17 in PaddleClas's ``image_root`` + ``cls_label_path`` layout.
 
-Person ids are kept raw (no relabelling): ppise learns from pseudo labels, and true ids
-only serve diagnostics and evaluation. Junk images (id -1) are dropped, cameras are 0-based.
-
-Bad files are found when the dataset is built (``ppise.data.integrity``): empty, truncated
-or undecodable images and file names that break the ``<pid>_c<camera>...`` rule are listed
-in the log (and in ``{output_dir}/bad_images.txt``) and skipped; above
-``max_bad_image_ratio`` of the folder (default 1%) the dataset refuses to build. An image
-that goes bad later raises DataError naming its path when read. PaddleClas instead logs and
-silently returns a random other image, which hides broken datasets.
+Person ids stay raw (ppise learns from pseudo labels); junk (id -1) is dropped; cameras are
+0-based. Unusable files are listed and skipped when the dataset is built (``integrity``), and
+above ``max_bad_image_ratio`` it refuses to build; PaddleClas silently returns another image.
 """
 from __future__ import annotations
 
@@ -53,7 +47,6 @@ class PersonDataset(Dataset):
             raise ConfigError(f"{name} dataset.max_bad_image_ratio={ratio!r} must be a number in [0, 1] "
                               f"(the share of unusable files tolerated, e.g. 0.01)")
         self.max_bad_image_ratio = float(ratio)
-        self.bad_files: List[Tuple[str, str]] = []
         self.image_root, self.cls_label_path = image_root, cls_label_path
         self.root = os.path.join(str(image_root), self.dataset_dir, str(cls_label_path))
         self.transform = build_transforms(transform_ops, f"{name}.transform_ops")
@@ -73,7 +66,7 @@ class PersonDataset(Dataset):
         paths = sorted(glob.glob(os.path.join(self.root, "*.jpg")))
         if not paths:
             raise DataError(f"no .jpg images in {self.root} (check dataset.image_root / dataset.cls_label_path)")
-        named, pids, cams, bad = [], [], [], []
+        named, bad = [], []  # named: (path, pid, camera)
         for path in paths:  # file names only: cheap string work
             try:
                 pid, cam = parse_name(path, self.camera_digits)
@@ -81,20 +74,17 @@ class PersonDataset(Dataset):
                 bad.append((path, f"wrong file name: {err}"))
                 continue
             if pid != JUNK:  # junk detections (id -1) are dropped unread
-                named.append(path)
-                pids.append(pid)
-                cams.append(cam)
-        reasons = check_images(named, self.check_mode)
-        keep = np.asarray([not r for r in reasons], dtype=bool)
-        bad += [(p, r) for p, r in zip(named, reasons) if r]
+                named.append((path, pid, cam))
+        reasons = check_images([n[0] for n in named], self.check_mode)
+        bad += [(n[0], r) for n, r in zip(named, reasons) if r]
         self.bad_files = sorted(bad)
         if bad:
             self._report_bad(len(paths))
-        images = [p for p, k in zip(named, keep) if k]
-        if not images:
+        kept = [n for n, r in zip(named, reasons) if not r]
+        if not kept:
             raise DataError(f"no usable image in {self.root}: {len(paths)} .jpg files, {len(bad)} unusable, the rest junk (id -1)")
-        return (images, np.asarray(pids, dtype=np.int64)[keep].reshape(-1),
-                np.asarray(cams, dtype=np.int64)[keep].reshape(-1))
+        images, pids, cams = zip(*kept)
+        return list(images), np.asarray(pids, dtype=np.int64), np.asarray(cams, dtype=np.int64)
 
     def _report_bad(self, total: int) -> None:
         """Name the bad files (first MAX_LISTED in the log, all in the report file); refuse above the ratio."""

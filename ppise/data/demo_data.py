@@ -1,16 +1,6 @@
-"""The demo's synthetic data set: generated on first use, at the demo's own location only.
-
-``Global.synthetic_dataset: {ids: 100, seed: 0, ...}`` (the demo configs) generates the
-synthetic Market-format set when an ``image_root`` is the demo's location and holds no data
-yet. That location is ``./dataset/synthetic_demo`` unless ``synthetic_dataset.root`` names
-another one (the explicit way to ask for generation elsewhere). Any other ``image_root``
-must hold a data set: a mistyped path fails with ``dataset folder not found: ...`` as with
-every other config, instead of training on invented data. Pointing the demo config at real
-data (``-o DataLoader.*.dataset.image_root=...``) works as before.
-
-A demo run is one that trains on that generated set (:func:`is_demo_run`): re-running the
-README's first command then starts over in its output dir instead of refusing.
-"""
+"""The demo's synthetic data set (``Global.synthetic_dataset: {ids, seed, root, ...}``), made on
+first use only at its own ``root`` (default ``./dataset/synthetic_demo``): a mistyped
+``image_root`` fails instead of training on invented data. A demo run may start over."""
 from __future__ import annotations
 
 import os
@@ -26,17 +16,14 @@ _SPEC_KEYS = ("ids", "seed", "root")
 
 
 def _image_roots(cfg: Dict[str, Any]) -> List[str]:
-    roots = []
-    for path in ("DataLoader.Train.dataset.image_root", "DataLoader.Eval.Query.dataset.image_root", "DataLoader.Eval.Gallery.dataset.image_root"):
-        root = get(cfg, path, None)
-        if root and root not in roots:
-            roots.append(root)
-    return roots
+    sections = ("Train", "Eval.Query", "Eval.Gallery")
+    roots = (get(cfg, f"DataLoader.{s}.dataset.image_root", None) for s in sections)
+    return list(dict.fromkeys(r for r in roots if r))
 
 
 def _same(a: str, b: str) -> bool:
-    return os.path.normpath(os.path.abspath(os.path.expanduser(str(a)))) == \
-        os.path.normpath(os.path.abspath(os.path.expanduser(str(b))))
+    full_a, full_b = (os.path.abspath(os.path.expanduser(str(p))) for p in (a, b))
+    return full_a == full_b
 
 
 def demo_root(cfg: Dict[str, Any]) -> str:

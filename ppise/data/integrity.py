@@ -1,23 +1,11 @@
-"""Find unusable images when a dataset is built, before they can stop training mid-epoch.
-
-Why: a zero-byte, truncated or garbled file in a 13k-image folder otherwise surfaces hours
-into training (ppise) or is silently replaced by a random other image (PaddleClas), which
-corrupts clusters without a word. Here each image is checked once, the bad ones are
-listed and skipped, and the verdicts are cached by (path, size, mtime) in the run's
-output dir so that a resumed run, and the datasets built again in the same process
-(cluster extraction, evaluation), do not pay twice.
-
-Check modes (dataset key ``check_images``):
-
-* ``fast`` (default): non-empty, JPEG start-of-image marker, end-of-image marker in the
-  last 4 KB (a truncated file has none) and a header parse by PIL. ~60 us per
-  Market-size image; a file that is not a JPEG at all gets the full decode instead.
-* ``full``: full PIL decode of every image (~200 us per image); catches damage inside
-  the compressed data that happens to raise in the decoder.
-* ``off``: no check (an unreadable image then raises DataError when it is read).
+"""Find unusable images when a dataset is built, not hours into training (PaddleClas silently
+swaps in another image, which corrupts clusters). Verdicts are cached by (path, size, mtime) in
+the run's output dir. ``check_images``: ``fast`` (JPEG markers and header; other files fully
+decoded), ``full`` (PIL decode of every image) or ``off`` (a bad image raises DataError when read).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -26,6 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ConfigError
+from ..utils import dist
 from ..utils.fileio import atomic_write
 from ..utils.logger import logger
 
@@ -43,10 +32,8 @@ _bad_seen: Dict[str, str] = {}  # every bad file met in this process, for the re
 
 def normalize_mode(value: object, where: str = "dataset.check_images") -> str:
     """Accept ``fast`` / ``full`` / ``off`` (and YAML booleans: True = fast, False = off)."""
-    if value is True:
-        return "fast"
-    if value is False or value is None:
-        return "off"
+    if isinstance(value, bool) or value is None:
+        return "fast" if value else "off"
     if isinstance(value, str) and value.lower() in MODES:
         return value.lower()
     raise ConfigError(f"{where}={value!r} must be one of {', '.join(MODES)} (or True / False)")
@@ -57,22 +44,24 @@ def set_output_dir(out_dir: Optional[str]) -> None:
     if out_dir != _state["out_dir"]:
         _state.update(out_dir=out_dir, loaded=False, warned=False)
         _bad_seen.clear()
-        if out_dir and _is_main():  # rebuilt by this run's datasets; a stale list would mislead
-            try:
+        if out_dir and dist.is_main():  # rebuilt by this run's datasets; a stale list would mislead
+            with contextlib.suppress(OSError):
                 os.remove(os.path.join(out_dir, REPORT_NAME))
-            except OSError:
-                pass
 
 
-def _decode_error(data: bytes) -> str:
+def _pil_error(data: bytes, decode: bool) -> str:
+    """What PIL finds wrong in ``data`` ("" if nothing): a header parse, or a full ``decode``."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im.load()
+            if decode:
+                im.load()
             if im.width < 1 or im.height < 1:
                 return f"empty image ({im.width}x{im.height})"
-    except UnidentifiedImageError:
-        return f"not an image (unknown format, starts with {data[:8]!r})"
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as err:
+        if not decode:
+            return f"bad JPEG header: {err}"
+        if isinstance(err, UnidentifiedImageError):
+            return f"not an image (unknown format, starts with {data[:8]!r})"
         return f"cannot decode: {str(err) or type(err).__name__}"
     return ""
 
@@ -87,30 +76,19 @@ def check_image(path: str, mode: str = "fast") -> str:
     if not data:
         return "empty file (0 bytes)"
     if mode == "full" or not data.startswith(_SOI):
-        return _decode_error(data)
+        return _pil_error(data, decode=True)
     if data.rfind(_EOI, max(0, len(data) - _TAIL)) < 0:  # strict even if PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on
         return f"truncated JPEG ({len(data)} bytes, no end-of-image marker)"
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width < 1 or im.height < 1:
-                return f"empty image ({im.width}x{im.height})"
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as err:
-        return f"bad JPEG header: {err}"
-    return ""
-
-
-def _cache_path() -> Optional[str]:
-    out = _state["out_dir"]
-    return os.path.join(out, CACHE_NAME) if out else None
+    return _pil_error(data, decode=False)
 
 
 def _load_cache() -> None:
     """Merge the on-disk verdicts once per output dir; a missing or damaged file is just ignored."""
-    if _state["loaded"]:
+    if _state["loaded"] or not _state["out_dir"]:
         return
     _state["loaded"] = True
-    path = _cache_path()
-    if not path or not os.path.isfile(path):
+    path = os.path.join(_state["out_dir"], CACHE_NAME)
+    if not os.path.isfile(path):
         return
     try:
         with open(path, encoding="utf-8") as f:
@@ -121,21 +99,13 @@ def _load_cache() -> None:
         logger.warning(f"ignoring image check cache {path}: {err}")
 
 
-def _atomic_write(path: str, text: str) -> None:
-    with atomic_write(path, encoding="utf-8") as f:
-        f.write(text)
-
-
-def _is_main() -> bool:
-    return int(os.environ.get("PADDLE_TRAINER_ID", "0")) == 0
-
-
 def _save_cache() -> None:
-    path = _cache_path()
-    if not path or not _state["dirty"] or not _is_main():
+    if not _state["out_dir"] or not _state["dirty"] or not dist.is_main():
         return
+    path = os.path.join(_state["out_dir"], CACHE_NAME)
     try:
-        _atomic_write(path, json.dumps({"version": 1, "entries": {k: list(v) for k, v in _verdicts.items()}}))
+        with atomic_write(path, encoding="utf-8") as f:
+            json.dump({"version": 1, "entries": {k: list(v) for k, v in _verdicts.items()}}, f)
         _state["dirty"] = False
     except OSError as err:  # a cache is an optimisation: say so once, do not stop
         if not _state["warned"]:
@@ -156,14 +126,11 @@ def check_images(paths: Sequence[str], mode: str = "fast") -> List[str]:
         except OSError as err:
             reasons.append(f"cannot stat: {err.strerror or err}")
             continue
-        hit = _verdicts.get(key)
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns and hit[2] in (mode, "full"):
-            reasons.append(hit[3])
-            continue
-        reason = check_image(key, mode)
-        _verdicts[key] = (st.st_size, st.st_mtime_ns, mode, reason)
-        _state["dirty"] = True
-        reasons.append(reason)
+        stamp, hit = (st.st_size, st.st_mtime_ns), _verdicts.get(key)
+        if not (hit and hit[:2] == stamp and hit[2] in (mode, "full")):
+            hit = _verdicts[key] = (*stamp, mode, check_image(key, mode))
+            _state["dirty"] = True
+        reasons.append(hit[3])
     _save_cache()
     return reasons
 
@@ -172,11 +139,12 @@ def write_report(bad: Iterable[Tuple[str, str]]) -> Optional[str]:
     """Add ``bad`` (path, reason) to ``{output_dir}/bad_images.txt``; returns its path (None without an output dir)."""
     _bad_seen.update(dict(bad))
     out = _state["out_dir"]
-    if not out or not _bad_seen or not _is_main():
+    if not out or not _bad_seen or not dist.is_main():
         return None
     path = os.path.join(out, REPORT_NAME)
     try:
-        _atomic_write(path, "".join(f"{p}\t{r}\n" for p, r in sorted(_bad_seen.items())))
+        with atomic_write(path, encoding="utf-8") as f:
+            f.writelines(f"{p}\t{r}\n" for p, r in sorted(_bad_seen.items()))
     except OSError as err:
         logger.warning(f"cannot write the list of bad images {path}: {err}")
         return None

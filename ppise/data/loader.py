@@ -1,23 +1,12 @@
 """Build datasets, samplers and ``paddle.io.DataLoader``s from PaddleClas ``DataLoader`` sections.
 
 Batches are ``[images float32 [B, 3, H, W], pids int64 [B], camids int64 [B], idx int64 [B]]``.
-Worker processes: paddle seeds numpy / random / paddle in each worker from a base seed drawn
-from the main process's numpy RNG every time an iterator starts, so seeding the main process
-makes augmentation reproducible and different per epoch; ``seed_worker`` re-applies that seed
-explicitly. Workers die with the trainer (``WorkerInit``: parent-death signal and a parent
-watchdog) and unlink their shared-memory batches; files of dead workers are removed when the
-next loader starts.
-
-Errors keep their type and message. With ``num_workers: 0`` batches load in the calling
-thread (paddle's single-process iterator reads in a thread that dies silently on a dataset
-error and leaves the main thread blocked forever). With workers, paddle 3.3 re-raises a
-worker's exception in its background reader thread and the main thread only sees
-``SystemError: Blocking queue is killed``; ``DataLoader`` records the reader thread's error
-(chained ``threading.excepthook``) and re-raises it in the main thread with the worker's own
-message, so a DataError still names the unreadable image.
+Workers are seeded from the main process's numpy RNG, die with the trainer, free their shared
+memory, and their errors reach the caller with their own type and message.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import os
@@ -26,10 +15,11 @@ import re
 import signal
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import paddle
+import psutil
 from paddle.io.dataloader.collate import default_collate_fn
 
 from ..errors import ConfigError, PpiseError
@@ -40,42 +30,38 @@ from .transforms import build_transforms
 _LOADER_KEYS = ("num_workers", "use_shared_memory")
 
 
-def _lookup(registry: Any, name: Any, where: str) -> Any:
+def _build(registry: Any, cfg: Dict[str, Any], at: str, **supplied: Any) -> Any:
+    """``registry[cfg['name']](**rest of cfg, **supplied)``; errors name the config path ``at``."""
+    kwargs = dict(cfg)
+    name = kwargs.pop("name", None)
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"{where} must name a registered {registry.kind}; registered: {', '.join(registry.names())}")
-    return registry.get(name, where=where)
+        raise ConfigError(f"{at}.name must name a registered {registry.kind}; "
+                          f"registered: {', '.join(registry.names())}")
+    cls = registry.get(name, where=f"{at}.name")
+    try:
+        return cls(**kwargs, **supplied)
+    except TypeError as err:
+        raise ConfigError(f"cannot build {registry.kind} {cls.__name__} from {at}: {err}") from None
 
 
 def build_dataset(section_cfg: Dict[str, Any], where: str, transform_ops: Optional[list] = None) -> Any:
     """Build ``section_cfg['dataset']`` (e.g. ``DataLoader.Train``); ``transform_ops``, when
-    given, replaces the configured ops (e.g. eval transforms to extract train features).
-    The dataset receives its ops already built, as a ``Compose``."""
+    given, replaces the configured ops (e.g. eval transforms to extract train features)."""
     ds_cfg = section_cfg.get("dataset") if isinstance(section_cfg, dict) else None
     if not isinstance(ds_cfg, dict):
         raise ConfigError(f"{where}.dataset must be a mapping with 'name', 'image_root', 'cls_label_path'")
-    kwargs = dict(ds_cfg)
-    cls = _lookup(DATASETS, kwargs.pop("name", None), f"{where}.dataset.name")
-    ops = kwargs.pop("transform_ops", None) if transform_ops is None else transform_ops
-    kwargs.pop("transform_ops", None)
-    kwargs["transform_ops"] = build_transforms(ops, f"{where}.dataset.transform_ops")
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"cannot build dataset {cls.__name__} from {where}.dataset: {err}") from None
+    ops = ds_cfg.get("transform_ops") if transform_ops is None else transform_ops
+    ops = build_transforms(ops, f"{where}.dataset.transform_ops")
+    return _build(DATASETS, {**ds_cfg, "transform_ops": ops}, f"{where}.dataset")
 
 
 def build_sampler(sampler_cfg: Dict[str, Any], labels: np.ndarray, cameras: Optional[np.ndarray], where: str,
                   rank: int = 0, world_size: int = 1, seed: int = 0) -> Any:
-    """Build a batch sampler from ``{name, batch_size, ...}``; ``where`` is the config path of
-    the sampler mapping (e.g. ``DataLoader.Train.sampler``)."""
+    """A batch sampler from ``{name, batch_size, ...}`` at config path ``where``."""
     if not isinstance(sampler_cfg, dict):
         raise ConfigError(f"{where} must be a mapping with 'name' and 'batch_size'")
-    kwargs = dict(sampler_cfg)
-    cls = _lookup(SAMPLERS, kwargs.pop("name", None), f"{where}.name")
-    try:
-        return cls(labels=labels, cameras=cameras, rank=rank, world_size=world_size, seed=seed, where=where, **kwargs)
-    except TypeError as err:
-        raise ConfigError(f"cannot build sampler {cls.__name__} from {where}: {err}") from None
+    return _build(SAMPLERS, sampler_cfg, where, labels=labels, cameras=cameras, rank=rank,
+                  world_size=world_size, seed=seed, where=where)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -87,18 +73,17 @@ def seed_worker(worker_id: int) -> None:
 
 
 # ------------------------------------------------------------------ workers die with their parent
-# Paddle's own ParentWatchDog only looks between batches, and an orphan then hangs at exit
-# joining its result queue's feeder thread (nobody reads the pipe): after a kill -9 of the
-# trainer, workers lived on for many minutes with their /dev/shm/paddle_<pid>_* batches.
+# Paddle's ParentWatchDog only looks between batches, and an orphan hangs at exit joining its
+# result queue's feeder thread: after a kill -9 of the trainer, workers lived on for minutes.
 SHM_DIR = "/dev/shm"
 _SHM_FILE = re.compile(r"^paddle_(\d+)_")  # paddle's mmap allocator: paddle_<creating pid>_<n>_<random>
 _PR_SET_PDEATHSIG = 1
 WATCH_SECONDS = 0.2
 
 
-def _remove_shm_files(doomed) -> int:
-    """Unlink the ``/dev/shm/paddle_<pid>_*`` files for which ``doomed(path, pid)`` is true."""
-    removed = 0
+def _remove_shm_files(doomed: Callable[[int], bool]) -> int:
+    """Unlink this user's ``/dev/shm/paddle_<pid>_*`` files for which ``doomed(pid)`` is true."""
+    removed, uid = 0, os.getuid()
     try:
         names = os.listdir(SHM_DIR)
     except OSError:
@@ -106,41 +91,24 @@ def _remove_shm_files(doomed) -> int:
     for name in names:
         match = _SHM_FILE.match(name)
         path = os.path.join(SHM_DIR, name)
-        try:
-            if match and doomed(path, int(match.group(1))):
+        with contextlib.suppress(OSError):
+            if match and doomed(int(match.group(1))) and os.stat(path).st_uid == uid:
                 os.unlink(path)
                 removed += 1
-        except OSError:
-            pass
     return removed
-
-
-def remove_own_shm_files(pid: Optional[int] = None) -> int:
-    """Unlink the ``/dev/shm/paddle_<pid>_*`` segments of ``pid`` (default: this process)."""
-    pid = os.getpid() if pid is None else pid
-    return _remove_shm_files(lambda path, owner: owner == pid)
 
 
 def remove_stale_shm_files() -> int:
     """Unlink this user's ``/dev/shm/paddle_<pid>_*`` files whose creating process is gone
     (left by workers killed before they could clean up, e.g. by the OOM killer)."""
-    return _remove_shm_files(lambda path, owner: os.stat(path).st_uid == os.getuid() and not _alive(owner))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _remove_shm_files(lambda pid: not psutil.pid_exists(pid))
 
 
 def _orphaned() -> None:
     """The trainer is gone: free this worker's shared memory and leave at once (no atexit:
     joining the result queue would block forever)."""
-    remove_own_shm_files()
+    own = os.getpid()
+    _remove_shm_files(lambda pid: pid == own)
     os._exit(1)
 
 
@@ -154,11 +122,9 @@ class WorkerInit:
     def __call__(self, worker_id: int) -> None:
         seed_worker(worker_id)
         signal.signal(signal.SIGTERM, lambda *_: _orphaned())
-        try:
+        with contextlib.suppress(OSError, AttributeError):  # not Linux: the watchdog alone
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):  # not Linux: the watchdog alone
-            pass
         if os.getppid() != self.parent:  # died before the signal was armed
             _orphaned()
         threading.Thread(target=self._watch, name="ppise-parent-watchdog", daemon=True).start()
@@ -183,32 +149,34 @@ def _capture_hook(args: Any) -> None:
 
 
 def _rebuild(err: BaseException) -> BaseException:
-    try:
-        return type(err)(_worker_message(err))
-    except Exception:  # an exception type that cannot be built from one message
-        return RuntimeError(str(err))
-
-
-def _worker_message(err: BaseException) -> str:
-    """Keep the worker's own message from paddle's 'caught X with message: <traceback>' text."""
+    """The worker's error with its own message (paddle wraps it as 'caught X with message: ...')."""
     text, kind = str(err).rstrip(), type(err)
     for prefix in (f"{kind.__module__}.{kind.__qualname__}: ", f"{kind.__qualname__}: "):
         at = text.rfind("\n" + prefix)
         if at >= 0:
-            return text[at + 1 + len(prefix):]
-    return text
+            text = text[at + 1 + len(prefix):]
+            break
+    try:
+        return kind(text)
+    except Exception:  # an exception type that cannot be built from one message
+        return RuntimeError(str(err))
+
+
+def _reader_error(timeout: float = 5.0) -> Optional[BaseException]:
+    """The reader thread's error; it kills the queue just before raising, so wait a little."""
+    deadline = time.monotonic() + timeout
+    while not _thread_errors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _thread_errors.pop(0) if _thread_errors else None
 
 
 def _shutdown(it: Any) -> None:
     """Stop the workers now: paddle only does it on StopIteration or in ``__del__``, and the
     traceback we raise keeps the iterator alive (the interpreter then hangs at exit)."""
     steps = (getattr(getattr(it, "_reader", None), "shutdown", None), getattr(it, "_try_shutdown_all", None))
-    for step in steps:
-        if step is not None:
-            try:
-                step()
-            except Exception:  # noqa: BLE001 - best effort, the worker's error matters more
-                pass
+    for step in filter(None, steps):
+        with contextlib.suppress(Exception):  # best effort, the worker's error matters more
+            step()
 
 
 class DataLoader(paddle.io.DataLoader):
@@ -220,9 +188,7 @@ class DataLoader(paddle.io.DataLoader):
         global _previous_hook
         if threading.excepthook is not _capture_hook:  # chain whatever hook is current
             _previous_hook, threading.excepthook = threading.excepthook, _capture_hook
-        return self._guarded(super().__iter__())
-
-    __call__ = __iter__
+        return self._guarded(super().__iter__())  # paddle's __call__ comes here too
 
     def _in_main_thread(self) -> Iterator[List[paddle.Tensor]]:
         """num_workers=0: load here. Paddle's single-process iterator reads in a thread that
@@ -235,38 +201,28 @@ class DataLoader(paddle.io.DataLoader):
         _active[0] += 1
         try:
             while True:
-                failure = None
                 try:
                     batch = next(it)
                 except StopIteration:
                     return
                 except Exception as err:
                     _shutdown(it)
-                    worker_err = self._wait_for_thread_error(err)
+                    # a PpiseError raised in this thread is already the right error
+                    worker_err = None if isinstance(err, PpiseError) else _reader_error()
                     if worker_err is None:
                         raise
                     failure, worker_err = _rebuild(worker_err), None
-                if failure is not None:
-                    # The reader thread's traceback reaches paddle's iterator through reference
-                    # cycles. Garbage still alive at the next fork is collected inside the new
-                    # workers, where destroying the iterator's queue deadlocks
-                    # (pthread_cond_destroy). So drop every reference, collect now, and raise
-                    # outside the except block (no __context__ pointing back at it).
-                    it = None
-                    gc.collect()
-                    raise failure
-                yield batch
+                else:
+                    yield batch
+                    continue
+                # Garbage of this iterator (reference cycles through the traceback) collected in
+                # the next fork's workers deadlocks there (pthread_cond_destroy): drop it, collect
+                # now, and raise outside the except block (no __context__ pointing back at it).
+                it = None
+                gc.collect()
+                raise failure
         finally:
             _active[0] -= 1
-
-    @staticmethod
-    def _wait_for_thread_error(err: Exception, timeout: float = 5.0) -> Optional[BaseException]:
-        if isinstance(err, PpiseError):
-            return None  # raised in this thread: already the right error
-        deadline = time.monotonic() + timeout  # the reader thread kills the queue just before raising
-        while not _thread_errors and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return _thread_errors.pop(0) if _thread_errors else None
 
 
 def build_dataloader(dataset: Any, batch_sampler: Any, loader_cfg: Optional[Dict[str, Any]] = None) -> DataLoader:
@@ -280,11 +236,6 @@ def build_dataloader(dataset: Any, batch_sampler: Any, loader_cfg: Optional[Dict
         raise ConfigError(f"loader.num_workers={num_workers!r} must be an integer >= 0")
     if num_workers > 0:
         remove_stale_shm_files()
-    return DataLoader(
-        dataset,
-        batch_sampler=batch_sampler,
-        num_workers=num_workers,
-        use_shared_memory=bool(cfg.get("use_shared_memory", True)),
-        worker_init_fn=WorkerInit() if num_workers > 0 else None,
-        return_list=True,
-    )
+    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
+                      use_shared_memory=bool(cfg.get("use_shared_memory", True)), return_list=True,
+                      worker_init_fn=WorkerInit() if num_workers > 0 else None)

@@ -1,12 +1,8 @@
 """Batch samplers (iterables of index lists) for ``paddle.io.DataLoader(batch_sampler=...)``.
 
-All share one constructor shape ``(labels, cameras, batch_size, ..., rank, world_size, seed)``
-and draw from a generator seeded by ``(seed, epoch)``: every rank builds the same global
-batch and yields its own contiguous share, so no communication is needed. Call
-``set_epoch(epoch)`` before each epoch. Labels of -1 (clustering outliers) are never drawn
-by the P x K samplers, and when clustering finds fewer identities than the P a batch needs
-they use fewer this epoch themselves (``batch_size`` then holds the actual global batch,
-``requested_batch_size`` the configured one).
+Every rank draws the same global batch, seeded by ``(seed, epoch)`` (call ``set_epoch``), and
+yields its own share: no communication. P x K samplers never draw label -1 (outliers) and use
+fewer ids when there are fewer clusters than P (``batch_size`` then holds the actual batch).
 """
 from __future__ import annotations
 
@@ -64,19 +60,15 @@ class _PKSamplerBase(_EpochSampler):
             raise ConfigError(f"{where}: {self.cameras.size} cameras for {self.labels.size} labels")
         valid = np.flatnonzero(self.labels >= 0)
         order = valid[np.argsort(self.labels[valid], kind="stable")]
-        self.pids, starts, counts = np.unique(self.labels[order], return_index=True, return_counts=True)
+        self.pids, starts = np.unique(self.labels[order], return_index=True)
         self.members: List[np.ndarray] = np.split(order, starts[1:]) if order.size else []
         self.num_valid = int(order.size)
         self.requested_batch_size = self.batch_size
         self._fit_to_clusters(k_key)
 
     def _fit_to_clusters(self, k_key: str) -> None:
-        """With fewer clusters than the P identities a batch needs, use fewer this epoch (and say so).
-
-        P shrinks to the largest multiple of ``world_size`` the clusters allow (each rank keeps
-        whole identities); ``batch_size`` then holds the epoch's actual global batch. Fewer
-        than max(2, world_size) clusters cannot form a contrastive batch: TrainingError.
-        """
+        """Shrink P to the largest multiple of ``world_size`` the clusters allow (each rank keeps
+        whole identities), and say so; below max(2, world_size) clusters: TrainingError."""
         where, k, p, world = self.where, self.num_instances, self.num_ids_per_batch, self.world_size
         num_clusters = len(self.pids)
         if num_clusters >= p:
@@ -91,29 +83,26 @@ class _PKSamplerBase(_EpochSampler):
                        f"({fitted * k} images per batch). To keep the batch: {knobs}")
         self.num_ids_per_batch, self.batch_size = fitted, fitted * k
 
-    def _share(self, batch: np.ndarray) -> List[int]:
+    def __iter__(self) -> Iterator[List[int]]:
         per_rank = self.batch_size // self.world_size
-        return batch[self.rank * per_rank:(self.rank + 1) * per_rank].tolist()
+        for batch in self.global_batches():
+            yield batch[self.rank * per_rank:(self.rank + 1) * per_rank].tolist()
+
+    def __len__(self) -> int:
+        return self.num_batches
 
 
 @SAMPLERS.register
 class RandomMultipleGallerySampler(_PKSamplerBase):
     """Cluster-contrast's (and the official ISE trainer's) P x K sampler.
 
-    Ids are visited in random permutations (the tail shorter than P is dropped, as
-    cluster-contrast's drop_last loader does); exactly ``iters_per_epoch`` batches per epoch.
-    Each id contributes a uniformly random anchor, then K-1 companions chosen by ``rule``:
-
-    * ``official`` (default): the official rule. Companions come from the id's images taken
-      by cameras other than the anchor's, without replacement when there are at least K of
-      them and with replacement otherwise; only when no other camera exists, from the id's
-      other images by the same rule. Few other-camera images are therefore repeated (about
-      8.6 distinct images of 16 per id on Market-1501).
-    * ``distinct`` (ppise's earlier rule): each other-camera image once, then the same-camera
-      ones, repeating (with replacement) only when the id has fewer than K images.
-
-    Both differ from cluster-contrast in one corner: an id with a single image yields K
-    copies of it (cluster-contrast yields one image, which breaks the P x K batch).
+    Ids come in random permutations (a tail shorter than P is dropped, as cluster-contrast's
+    drop_last loader does), ``iters_per_epoch`` batches an epoch. Each id gives a random anchor
+    and K-1 companions by ``rule``. ``official`` (default): from the id's other-camera images
+    (its other images if there are none), with replacement when fewer than K, so images repeat
+    (~8.6 distinct of 16 on Market-1501). ``distinct`` (ppise's earlier rule): each other-camera
+    image once, then same-camera ones, repeating only when the id has fewer than K images.
+    An id with one image yields K copies (cluster-contrast yields one, breaking the batch).
     """
 
     RULES = ("official", "distinct")
@@ -126,7 +115,7 @@ class RandomMultipleGallerySampler(_PKSamplerBase):
         if rule not in self.RULES:
             raise ConfigError(f"{where}.rule={rule!r} must be one of {', '.join(self.RULES)}")
         self.rule = rule
-        self.iters_per_epoch = _positive_int(iters_per_epoch, f"{where}.iters_per_epoch")
+        self.num_batches = _positive_int(iters_per_epoch, f"{where}.iters_per_epoch")
         self.member_cams = [self.cameras[m] for m in self.members]
 
     def _instances(self, rng: np.random.Generator, i: int) -> np.ndarray:
@@ -151,31 +140,20 @@ class RandomMultipleGallerySampler(_PKSamplerBase):
         """The epoch's global batches (identical on every rank)."""
         rng, p = self._rng(), self.num_ids_per_batch
         order, pos = rng.permutation(len(self.pids)), 0
-        for _ in range(self.iters_per_epoch):
+        for _ in range(self.num_batches):
             if pos + p > order.size:
                 order, pos = rng.permutation(len(self.pids)), 0
             ids, pos = order[pos:pos + p], pos + p
             yield np.concatenate([self._instances(rng, i) for i in ids])
 
-    def __iter__(self) -> Iterator[List[int]]:
-        for batch in self.global_batches():
-            yield self._share(batch)
-
-    def __len__(self) -> int:
-        return self.iters_per_epoch
-
 
 @SAMPLERS.register
 class PKSampler(_PKSamplerBase):
-    """PaddleClas's PKSampler: each batch draws P distinct ids without replacement with
-    probability proportional to their image count ('sample_avg_prob') or uniformly
-    ('id_avg_prob'), then K images per id (with replacement only if the id has fewer).
-    ``len`` = valid images / batch_size (floor with drop_last, else ceil), or ppise's
-    ``iters_per_epoch`` when given (the trainer runs that many steps an epoch).
-
-    ``batch_size`` is the global batch (split over ranks by identity). ``shuffle`` is kept for
-    config compatibility: draws are random either way (PaddleClas's shuffle reorders the
-    id list without its probabilities, which ppise does not reproduce).
+    """PaddleClas's PKSampler: P distinct ids a batch, drawn in proportion to their image count
+    ('sample_avg_prob') or uniformly ('id_avg_prob'), then K images each (with replacement only
+    if fewer). ``len`` = valid images / global batch_size (floor with drop_last, else ceil),
+    or ``iters_per_epoch`` when given. ``shuffle`` is accepted for configs: draws are random
+    either way (PaddleClas's shuffle drops the probabilities; ppise does not reproduce that).
     """
 
     METHODS = ("sample_avg_prob", "id_avg_prob")
@@ -205,25 +183,13 @@ class PKSampler(_PKSamplerBase):
             ids = rng.choice(len(self.pids), size=self.num_ids_per_batch, replace=False, p=self.prob)
             yield np.concatenate([rng.choice(self.members[i], size=k, replace=self.members[i].size < k) for i in ids])
 
-    def __iter__(self) -> Iterator[List[int]]:
-        for batch in self.global_batches():
-            yield self._share(batch)
-
-    def __len__(self) -> int:
-        return self.num_batches
-
 
 @SAMPLERS.register
 @SAMPLERS.register(name="DistributedBatchSampler")
 class BatchSampler(_EpochSampler):
-    """Sequential (or shuffled) batches over every index, for evaluation and feature extraction.
-
-    With ``world_size > 1`` rank r takes the r-th contiguous block of ``ceil(N / world_size)``
-    indices; the last blocks are padded by repeating the final index so every rank runs the
-    same number of batches. Gathering the ranks' outputs in rank order and keeping the first
-    ``num_samples_total`` rows restores the original order (``valid_mask`` marks real rows of
-    this rank). ``batch_size`` is per rank, as in paddle's DistributedBatchSampler.
-    """
+    """Sequential (or shuffled) batches over every index, ``batch_size`` per rank. Rank r takes
+    the r-th block of ``ceil(N / world_size)`` indices, padded with the last one; the first
+    ``num_samples_total`` gathered rows are the original order (``valid_mask``: real rows here)."""
 
     def __init__(self, labels: np.ndarray, cameras: Any = None, batch_size: int = 1, shuffle: bool = False,
                  drop_last: bool = False, rank: int = 0, world_size: int = 1, seed: int = 0,
@@ -237,15 +203,11 @@ class BatchSampler(_EpochSampler):
         start = self.rank * self.num_samples
         self.valid_mask = np.arange(start, start + self.num_samples) < self.num_samples_total
 
-    def shard_indices(self) -> np.ndarray:
-        """This rank's indices for the current epoch (padding included)."""
+    def __iter__(self) -> Iterator[List[int]]:
         n = self.num_samples_total
         order = self._rng().permutation(n) if self.shuffle else np.arange(n)
         padded = np.concatenate([order, np.full(self.num_samples * self.world_size - n, order[-1])])
-        return padded[self.rank * self.num_samples:(self.rank + 1) * self.num_samples]
-
-    def __iter__(self) -> Iterator[List[int]]:
-        shard = self.shard_indices()
+        shard = padded[self.rank * self.num_samples:(self.rank + 1) * self.num_samples]
         for b in range(len(self)):
             yield shard[b * self.batch_size:(b + 1) * self.batch_size].tolist()
 

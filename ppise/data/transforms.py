@@ -1,9 +1,7 @@
-"""Image ops with PaddleClas names and semantics, built from PaddleClas's list-of-dicts config.
+"""Image ops with PaddleClas names, semantics and list-of-dicts config; sizes are ``[w, h]``.
 
-Ops work on HWC numpy arrays (PIL images are accepted and converted), draw randomness from
-Python ``random`` / numpy's global RNG exactly as PaddleClas does (so per-worker seeding
-works), and the eval ops (ResizeImage, Pad, NormalizeImage, ToCHWImage) are deterministic.
-Size lists follow PaddleClas: ``[w, h]``.
+Ops take HWC arrays (or PIL images) and draw from Python ``random`` / numpy's global RNG as
+PaddleClas does, so per-worker seeding works; the eval ops are deterministic.
 """
 from __future__ import annotations
 
@@ -19,37 +17,17 @@ from PIL import Image
 from ..errors import ConfigError
 from ..registry import TRANSFORMS
 
-_CV2_INTERP = {
-    "nearest": cv2.INTER_NEAREST,
-    "bilinear": cv2.INTER_LINEAR,
-    "area": cv2.INTER_AREA,
-    "bicubic": cv2.INTER_CUBIC,
-    "lanczos": cv2.INTER_LANCZOS4,
-    "random": (cv2.INTER_LINEAR, cv2.INTER_CUBIC),
-}
-_PIL_INTERP = {
-    "nearest": Image.NEAREST,
-    "bilinear": Image.BILINEAR,
-    "bicubic": Image.BICUBIC,
-    "box": Image.BOX,
-    "lanczos": Image.LANCZOS,
-    "hamming": Image.HAMMING,
-    "random": (Image.BILINEAR, Image.BICUBIC),
-}
+_CV2_INTERP = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
+               "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4,
+               "random": (cv2.INTER_LINEAR, cv2.INTER_CUBIC)}
+_PIL_NAMES = ("nearest", "bilinear", "bicubic", "box", "lanczos", "hamming")
+_PIL_INTERP = {name: getattr(Image, name.upper()) for name in _PIL_NAMES}
+_PIL_INTERP["random"] = (Image.BILINEAR, Image.BICUBIC)
 # PaddleClas 'reflect' / 'symmetric' follow torchvision: reflect does not repeat the edge pixel.
-_CV2_BORDER = {
-    "constant": cv2.BORDER_CONSTANT,
-    "edge": cv2.BORDER_REPLICATE,
-    "reflect": cv2.BORDER_REFLECT_101,
-    "symmetric": cv2.BORDER_REFLECT,
-}
+_CV2_BORDER = {"constant": cv2.BORDER_CONSTANT, "edge": cv2.BORDER_REPLICATE,
+               "reflect": cv2.BORDER_REFLECT_101, "symmetric": cv2.BORDER_REFLECT}
 
 Img = Union[np.ndarray, Image.Image]
-
-
-def _as_array(img: Img) -> np.ndarray:
-    """PIL -> writable HWC uint8 array; arrays pass through unchanged."""
-    return np.array(img) if isinstance(img, Image.Image) else img
 
 
 def _number(value: Any, name: str) -> float:
@@ -57,11 +35,9 @@ def _number(value: Any, name: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
+        num, slash, den = value.partition("/")
         try:
-            if "/" in value:
-                num, den = value.split("/", 1)
-                return float(Fraction(num.strip()) / Fraction(den.strip()))
-            return float(value)
+            return float(Fraction(num.strip()) / Fraction(den.strip())) if slash else float(value)
         except (ValueError, ZeroDivisionError):
             pass
     raise ConfigError(f"{name}={value!r} is not a number (use e.g. 0.5 or '1.0/255.0')")
@@ -78,29 +54,21 @@ def _size_wh(size: Any, name: str) -> tuple:
 
 def _border(padding: Any) -> tuple:
     """PIL ImageOps.expand border convention -> (left, top, right, bottom)."""
-    if isinstance(padding, int) and not isinstance(padding, bool):
-        padding = [padding]
-    if isinstance(padding, (list, tuple)) and all(isinstance(p, int) and p >= 0 for p in padding):
-        if len(padding) == 1:
-            return (padding[0],) * 4
-        if len(padding) == 2:
-            return padding[0], padding[1], padding[0], padding[1]
-        if len(padding) == 4:
-            return tuple(padding)
+    pads = [padding] if isinstance(padding, int) and not isinstance(padding, bool) else padding
+    listed = isinstance(pads, (list, tuple)) and len(pads) in (1, 2, 4)
+    if listed and all(isinstance(p, int) and p >= 0 for p in pads):
+        return tuple(pads) * (4 // len(pads))  # [a] -> a, a, a, a; [a, b] -> a, b, a, b
     raise ConfigError(f"Pad padding={padding!r} must be an int, [left/right, top/bottom] or [left, top, right, bottom] (>= 0)")
 
 
 def _pad(img: np.ndarray, ltrb: tuple, fill: Any, mode: str) -> np.ndarray:
-    left, top, right, bottom = ltrb
     if not any(ltrb):
         return img
-    value = fill
-    if isinstance(fill, (int, float)):
-        value = (fill,) * (img.shape[2] if img.ndim == 3 else 1)
+    left, top, right, bottom = ltrb
+    channels = img.shape[2] if img.ndim == 3 else 1
+    value = (fill,) * channels if isinstance(fill, (int, float)) else fill
     out = cv2.copyMakeBorder(img, top, bottom, left, right, _CV2_BORDER[mode], value=tuple(float(v) for v in value))
-    if img.ndim == 3 and out.ndim == 2:  # cv2 drops a single channel axis
-        out = out[:, :, None]
-    return out
+    return out[:, :, None] if out.ndim < img.ndim else out  # cv2 drops a single channel axis
 
 
 @TRANSFORMS.register
@@ -142,7 +110,7 @@ class ResizeImage:
         if self.backend == "pil":
             pil = img if isinstance(img, Image.Image) else Image.fromarray(img)
             return np.array(pil.resize(self._target(*pil.size), interp))
-        img = _as_array(img)
+        img = np.asarray(img)
         h, w = img.shape[:2]
         return cv2.resize(img, self._target(w, h), interpolation=interp)
 
@@ -157,7 +125,7 @@ class RandFlipImage:
         self.flip_code = flip_code
 
     def __call__(self, img: Img) -> np.ndarray:
-        img = _as_array(img)
+        img = np.asarray(img)
         if random.randint(0, 1) == 1:
             flipped = cv2.flip(img, self.flip_code)
             return flipped[:, :, None] if img.ndim == 3 and flipped.ndim == 2 else flipped
@@ -166,12 +134,8 @@ class RandFlipImage:
 
 @TRANSFORMS.register
 class Pad:
-    """Pad every side (PIL ``ImageOps.expand`` border convention) with ``fill``.
-
-    PaddleClas stores ``padding_mode`` but always pads with a constant; ppise also honours
-    'edge', 'reflect' and 'symmetric'. ``backend`` is accepted for config compatibility:
-    both backends give the same array.
-    """
+    """Pad every side (PIL ``ImageOps.expand`` border convention) with ``fill``. PaddleClas
+    ignores ``padding_mode`` (always constant); ppise honours it. Both backends give one array."""
 
     def __init__(self, padding: Any, fill: Any = 0, padding_mode: str = "constant", backend: str = "pil") -> None:
         self.ltrb = _border(padding)
@@ -182,15 +146,13 @@ class Pad:
         self.fill, self.padding_mode = fill, padding_mode
 
     def __call__(self, img: Img) -> np.ndarray:
-        return _pad(_as_array(img), self.ltrb, self.fill, self.padding_mode)
+        return _pad(np.asarray(img), self.ltrb, self.fill, self.padding_mode)
 
 
 @TRANSFORMS.register
 class RandomCrop:
-    """Crop a uniformly placed ``size=[w, h]`` window, no resize (PaddleClas RandomCropImage /
-    RandCropImageV2 semantics). ``pad_if_needed`` pads a too-small image (split evenly
-    between both sides) with ``fill`` / ``padding_mode`` first, as paddle.vision's RandomCrop.
-    """
+    """A uniformly placed ``size=[w, h]`` window, no resize (PaddleClas RandomCropImage); with
+    ``pad_if_needed`` a too-small image is first padded evenly, as paddle.vision's RandomCrop."""
 
     def __init__(self, size: Any, pad_if_needed: bool = False, fill: Any = 0, padding_mode: str = "constant") -> None:
         self.tw, self.th = _size_wh(size, f"{type(self).__name__} size")
@@ -199,7 +161,7 @@ class RandomCrop:
         self.pad_if_needed, self.fill, self.padding_mode = bool(pad_if_needed), fill, padding_mode
 
     def __call__(self, img: Img) -> np.ndarray:
-        img = _as_array(img)
+        img = np.asarray(img)
         h, w = img.shape[:2]
         if (h < self.th or w < self.tw) and self.pad_if_needed:
             dw, dh = max(self.tw - w, 0), max(self.th - h, 0)
@@ -213,15 +175,14 @@ class RandomCrop:
         return img[top:top + self.th, left:left + self.tw]
 
 
-@TRANSFORMS.register(name="RandomCropImage")
+@TRANSFORMS.register
 class RandomCropImage(RandomCrop):
     """PaddleClas name for the same crop (size [w, h])."""
 
 
-@TRANSFORMS.register(name="RandCropImageV2")
+@TRANSFORMS.register
 class RandCropImageV2(RandomCrop):
-    """PaddleClas name for the same crop (size [w, h]); PaddleClas's own version can place
-    the window one pixel past the edge (``randint(0, h - th + 1)``), ppise does not."""
+    """PaddleClas name for the same crop; PaddleClas's own can place it one pixel past the edge."""
 
 
 @TRANSFORMS.register
@@ -246,17 +207,15 @@ class NormalizeImage:
             raise ConfigError(f"NormalizeImage mean={mean!r} / std={std!r} must be 3 numbers each") from err
 
     def __call__(self, img: Img) -> np.ndarray:
-        img = _as_array(img)
+        img = np.asarray(img)
         axis = 0 if self.order == "chw" else 2
         if img.ndim != 3 or img.shape[axis] != 3:
             want = "CHW (order: 'chw')" if self.order == "chw" else f"HWC (order: {self.order!r})"
             raise ConfigError(f"NormalizeImage expects a {want} image but got shape {tuple(img.shape)}; "
                               "use order: '' before ToCHWImage, or order: 'chw' after it")
         out = (img.astype(np.float32) * self.scale - self.mean) / self.std
-        if self.channel_num == 4:
-            pad_shape = list(out.shape)
-            pad_shape[axis] = 1
-            out = np.concatenate([out, np.zeros(pad_shape, np.float32)], axis=axis)
+        if self.channel_num == 4:  # a zero fourth channel
+            out = np.pad(out, [(0, int(a == axis)) for a in range(3)])
         return out.astype(self.dtype)
 
 
@@ -284,15 +243,8 @@ class RandomErasing:
         self.mean = np.asarray(mean, dtype=np.float32)
         self.attempt, self.mode = int(attempt), mode
 
-    def _pixels(self, h: int, w: int, c: int) -> np.ndarray:
-        if self.mode == "rand":
-            return np.random.normal(size=(1, 1, 3))
-        if self.mode == "pixel":
-            return np.random.normal(size=(h, w, c))
-        return self.mean
-
     def __call__(self, img: Img) -> np.ndarray:
-        img = _as_array(img)
+        img = np.asarray(img)
         if random.random() > self.EPSILON:
             return img
         if not img.flags.writeable:
@@ -306,7 +258,11 @@ class RandomErasing:
             h = int(round(math.sqrt(target_area * aspect)))
             w = int(round(math.sqrt(target_area / aspect)))
             if w < width and h < height:
-                pixels = self._pixels(h, w, img.shape[2])
+                pixels = self.mean
+                if self.mode == "rand":
+                    pixels = np.random.normal(size=(1, 1, 3))
+                elif self.mode == "pixel":
+                    pixels = np.random.normal(size=(h, w, img.shape[2]))
                 top = random.randint(0, height - h)
                 left = random.randint(0, width - w)
                 region = img[top:top + h, left:left + w]
@@ -325,14 +281,13 @@ class ToCHWImage:
     to_chw = True
 
     def __call__(self, img: Img) -> np.ndarray:
-        return _as_array(img).transpose((2, 0, 1))
+        return np.asarray(img).transpose((2, 0, 1))
 
 
 @TRANSFORMS.register
 class ToTensor:
-    """paddle.vision's ToTensor (PaddleClas re-exports it, its re-ID configs use it): uint8
-    scaled to [0, 1] float32, HWC -> CHW for ``data_format='CHW'``. Returns a numpy array so
-    batches can cross worker processes."""
+    """paddle.vision's ToTensor (used by PaddleClas re-ID configs): uint8 -> [0, 1] float32,
+    HWC -> CHW for ``data_format='CHW'``; a numpy array, so batches can cross processes."""
 
     def __init__(self, data_format: str = "CHW", keys: Any = None) -> None:
         if data_format not in ("CHW", "HWC"):
@@ -340,7 +295,7 @@ class ToTensor:
         self.to_chw = data_format == "CHW"
 
     def __call__(self, img: Img) -> np.ndarray:
-        img = _as_array(img)
+        img = np.asarray(img)
         img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
         return img.transpose((2, 0, 1)) if self.to_chw else img
 
@@ -361,7 +316,7 @@ class Normalize:
         self.to_rgb, self.data_format = bool(to_rgb), data_format
 
     def __call__(self, img: Img) -> np.ndarray:
-        img = _as_array(img).astype(np.float32)
+        img = np.asarray(img).astype(np.float32)
         if img.ndim != 3 or self.mean.size not in (1, img.shape[self.axis]):
             raise ConfigError(f"Normalize (data_format {self.data_format!r}) got an image of shape {tuple(img.shape)}; "
                               "put it after ToTensor, or set data_format: 'HWC'")
@@ -381,9 +336,6 @@ class Compose:
         for op in self.ops:
             img = op(img)
         return img
-
-    def __len__(self) -> int:
-        return len(self.ops)
 
     def __repr__(self) -> str:
         return f"Compose({', '.join(type(op).__name__ for op in self.ops)})"
