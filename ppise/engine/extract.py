@@ -14,24 +14,21 @@ from ..utils.logger import logger
 
 def extract_features(model, loader, normalize: bool = True, desc: str = "features", output_key: str = "features",
                      amp=None) -> Dict[str, np.ndarray]:
-    """Run ``model`` over ``loader``; return feats/pids/cams/idx sorted by dataset index.
+    """Run ``model`` over ``loader``; return float32 feats/pids/cams/idx sorted by dataset index.
 
-    ``amp`` (``ppise.engine.amp.AmpSettings``) casts the forward pass when its eval flag is
-    set; features come back float32 either way.
-
-    Each rank sees its shard of the batch sampler; padding indices repeated to even out
-    shards are dropped after gathering, so the result is the whole dataset exactly once.
+    ``amp`` (``AmpSettings``) casts the forward pass when its eval flag is set. Padding indices
+    that even out the ranks' shards are dropped after gathering: each image comes back once.
     """
     import paddle
 
-    from .amp import eval_precision
+    from .amp import autocast, to_float32
 
     was_training = model.training
     model.eval()
     feats, pids, cams, idxs = [], [], [], []
     start = time.time()
     total = len(loader)
-    with paddle.no_grad(), extraction_threads(), eval_precision(amp) as to_float32:
+    with paddle.no_grad(), extraction_threads(), autocast(amp, is_eval=True):
         for i, (images, pid, cam, idx) in enumerate(loader):
             out = model(images)
             feat = to_float32(out[output_key] if isinstance(out, dict) else out)
