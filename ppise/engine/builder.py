@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 from typing import Any, Dict
@@ -14,6 +15,7 @@ from ..utils.logger import get_logger, logger
 from ..utils.fileio import atomic_write, ensure_writable_dir
 from .hooks import CheckpointHook, EvalHook, LoggerHook, RankConsistencyHook
 from .hooks.checkpoint import model_dir_of
+from .hooks.logger import read_train_log
 from .trainer import Trainer
 
 RUN_MARKERS = ("train_log.jsonl",)
@@ -43,31 +45,17 @@ def prepare_output_dir(cfg: Dict[str, Any]) -> str:
 
 def _trim_log(out_dir: str, last_epoch: int) -> None:
     """On resume, drop log lines of epochs after the checkpoint (they will be redone)."""
-    import json
-
     path = os.path.join(out_dir, "train_log.jsonl")
     if not os.path.exists(path):
         return
-    with open(path, encoding="utf-8") as f:
-        lines = [ln for ln in f if ln.strip()]
-    keep = []
-    for ln in lines:
-        try:
-            if json.loads(ln).get("epoch", 0) <= last_epoch:
-                keep.append(ln)
-        except ValueError:
-            continue  # a line torn by a crash
+    keep = [r for r in read_train_log(out_dir) if r.get("epoch", 0) <= last_epoch]
     with atomic_write(path, "w", encoding="utf-8") as f:
-        f.writelines(keep)
+        f.writelines(json.dumps(r) + "\n" for r in keep)
 
 
 def build_model_from_config(cfg: Dict[str, Any]):
-    """Build ``Arch`` and load ``Global.pretrained_model`` (PaddleClas-format weights work).
-
-    With ``Global.pretrained_model`` set, a backbone ``pretrained`` (True: ImageNet download, as
-    in PaddleClas's own configs, or a local file) is skipped: those weights would be overwritten
-    anyway (e.g. the UDA start: ``-o Global.pretrained_model=<supervised run>/RecModel/latest``).
-    """
+    """Build ``Arch`` and load ``Global.pretrained_model`` (PaddleClas-format weights work); a
+    backbone ``pretrained`` download is then skipped, as those weights would be overwritten."""
     from ..arch import build_model
     from ..utils.weights import load_pretrained
 
@@ -78,19 +66,17 @@ def build_model_from_config(cfg: Dict[str, Any]):
         backbone["pretrained"] = False
     model = build_model(cfg["Arch"])
     if glob.get("pretrained_model"):
-        # strict on everything retrieval uses; a classifier head (PaddleClas's FC) may differ
-        report = load_pretrained(model, glob["pretrained_model"], strict=True, skip_prefixes=("head.",))
-        head_keys = [k for k in model.state_dict() if k.startswith("head.")]
-        if head_keys:  # a classifier head loads when the file has a matching one
+        # strict on everything retrieval uses; a classifier head (PaddleClas's FC) loads if it fits
+        path = load_pretrained(model, glob["pretrained_model"], strict=True, skip_prefixes=("head.",))["path"]
+        head = {k: v for k, v in model.state_dict().items() if k.startswith("head.")}
+        if head:
             import paddle
 
-            state = paddle.load(report["path"])
-            own = model.state_dict()
-            fitting = {k: state[k] for k in head_keys if k in state and list(state[k].shape) == list(own[k].shape)}
+            state = paddle.load(path)
+            fitting = {k: state[k] for k in head if k in state and list(state[k].shape) == list(head[k].shape)}
             model.set_state_dict(fitting)
-            report["loaded"] += len(fitting)
             if fitting:  # load_pretrained has already logged the other tensors
-                logger.info(f"loaded {len(fitting)} classifier head tensors from {report['path']} as well")
+                logger.info(f"loaded {len(fitting)} classifier head tensors from {path} as well")
     from ..utils.device import tune_cpu_threads
 
     tune_cpu_threads(model, glob)  # Global.cpu_threads null on CPU: threads by model size (logged)
@@ -152,14 +138,14 @@ def build_trainer(cfg: Dict[str, Any]) -> Trainer:
     apply_to_static(model, glob, training=True)  # Global.to_static; relabel and eval run the same compiled forward
     wrapped = paddle.DataParallel(model) if dist.world_size() > 1 else model
     relabel = None
-    if not objective.needs_clusters:  # trained on the true identities: the classifier must have one row each
-        from ..loss.supervised import class_labels
-
-        ids = [i for i in train_set.labels if i >= 0]
-        class_labels(ids, get(cfg, "Arch.Head.class_num", None) if isinstance(get(cfg, "Arch.Head", None), dict) else None)
     if objective.needs_clusters:
         labels_dir = os.path.join(out_dir, "pseudo_labels") if cfg["Cluster"].get("save_labels") else None
         relabel = Relabel(_extract_loader(cfg), cfg["Cluster"], labels_dir, amp=amp)
+    else:  # trained on the true identities: the classifier must have one row each
+        from ..loss.supervised import class_labels
+
+        head = get(cfg, "Arch.Head", None)
+        class_labels([i for i in train_set.labels if i >= 0], head.get("class_num") if isinstance(head, dict) else None)
 
     evaluator = None
     if glob["eval_during_train"]:

@@ -19,6 +19,7 @@ from ...utils.checkpoint import save_checkpoint
 from ...utils.fileio import atomic_write
 from ...utils.logger import logger
 from ..trainer import Hook
+from .logger import hms
 
 NO_BEST = {"mAP": -1.0, "epoch": 0}
 
@@ -74,8 +75,7 @@ class CheckpointHook(Hook):
                 json.dump({"best": self.best, "final": self.final}, f, indent=2)
 
     def after_train(self, trainer) -> None:
-        seconds = int(time.time() - self.start)
-        text = f"training finished: {trainer.epoch} epochs, {seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+        text = f"training finished: {trainer.epoch} epochs, {hms(time.time() - self.start)}"
         if self.best["epoch"]:
             text += (f"; best mAP {100 * self.best['mAP']:.2f} at epoch {self.best['epoch']} "
                      f"({os.path.join(self.model_dir, 'best_model')})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from ...utils import dist
 from ...utils.logger import logger
@@ -82,7 +82,7 @@ class LoggerHook(Hook):
         self.window.add(rec, trainer.inner_iter)
         self.epoch_costs.add(rec, trainer.inner_iter)
         if self.vdl is not None:
-            for key in ("loss", "loss_cc", "loss_lp", "lr", "alpha"):
+            for key in EPOCH_KEYS:
                 if key in rec:
                     self.vdl.add_scalar(f"train/{key}", rec[key], trainer.global_iter)
         it = trainer.inner_iter + 1
@@ -98,7 +98,7 @@ class LoggerHook(Hook):
             logger.info(
                 f"[Train][Epoch {trainer.epoch}/{trainer.epochs}][Iter {it}/{trainer.iters_per_epoch}] lr: {rec.get('lr', 0):.6f}, "
                 f"{losses}{alpha}, reader_cost: {costs['reader_cost']:.5f} s, batch_cost: {costs['batch_cost']:.5f} s, "
-                f"ips: {costs['ips']:.5f} samples/s, {ips:.1f} images/s, eta: {_fmt(remaining * per_iter)}"
+                f"ips: {costs['ips']:.5f} samples/s, {ips:.1f} images/s, eta: {hms(remaining * per_iter)}"
             )
 
     def after_epoch(self, trainer) -> None:
@@ -135,6 +135,21 @@ class LoggerHook(Hook):
             self.vdl.close()
 
 
-def _fmt(seconds: float) -> str:
+def hms(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def read_train_log(out_dir: str) -> List[Dict[str, Any]]:
+    """The epoch records of ``out_dir/train_log.jsonl`` (none if absent; a line torn by a crash is skipped)."""
+    path = os.path.join(out_dir, "train_log.jsonl")
+    if not os.path.isfile(path):
+        return []
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in filter(str.strip, f):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    return records
