@@ -1,13 +1,5 @@
-"""Build the losses of a config section (PaddleClas list-of-single-key-dicts form).
-
-    Loss:
-      Train:
-        - ClusterMemoryLoss: {weight: 1.0, temperature: 0.05}
-        - LabelPreservingLoss: {weight: 0.1}
-
-Every mistake (unknown name, bad argument or value, malformed entry) is a ConfigError that
-names the config path, e.g. ``Loss.Train[1].LabelPreservingLoss``.
-"""
+"""Build the losses of a PaddleClas list (``- ClusterMemoryLoss: {weight: 1.0}`` entries); every
+mistake is a ConfigError naming its config path, e.g. ``Loss.Train[1].LabelPreservingLoss``."""
 from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple

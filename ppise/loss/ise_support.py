@@ -1,10 +1,8 @@
 """ISESupport: implicit sample extension by progressive linear interpolation (PLI).
 
-ISE (Zhang et al., CVPR 2022) pushes each instance towards its nearest *other* clusters
-to create "support samples" that live on the cluster boundary. They keep the label of
-the instance they come from, so the cluster memory and the label-preserving loss learn
-from the boundary region that DBSCAN leaves ambiguous. It has no parameters and is part
-of the training objective (``Loss.Train: - ISESupport``), never of the model.
+ISE (Zhang et al., CVPR 2022) pushes each instance towards its nearest *other* clusters: the
+"support samples" keep its label, so the memory and the LP loss learn from the boundary that
+DBSCAN leaves ambiguous. A parameter-free part of the objective (``Loss.Train``), not the model.
 
 Formula (docs/design.md section 3), with f the L2-normalised model feature and M the cluster
 memory (unit rows)::
@@ -60,11 +58,9 @@ class ISESupport(nn.Layer):
     """Support-sample generator (PLI). No parameters.
 
     Args:
-        topk: K, the number of nearest other clusters each instance is pushed towards
-            (official default 1).
-        base_lambda: strength of the interpolation; alpha_t ends at base_lambda / 4
-            (official ``--support_base_lambda`` default 1.0, also used by both released
-            training scripts).
+        topk: K, the number of nearest other clusters each instance is pushed towards (official: 1).
+        base_lambda: strength of the interpolation; alpha_t ends at base_lambda / 4 (official
+            ``--support_base_lambda``: 1.0, in both released training scripts).
     """
 
     def __init__(self, topk: int = 1, base_lambda: float = 1.0) -> None:
@@ -79,20 +75,13 @@ class ISESupport(nn.Layer):
     def alpha(self, progress: Progress) -> float:
         return pli_alpha(progress, self.base_lambda)
 
-    def forward(
-        self,
-        features: paddle.Tensor,
-        labels: paddle.Tensor,
-        centroids: paddle.Tensor,
-        progress: Progress,
-        similarity: Optional[paddle.Tensor] = None,
-    ) -> Tuple[paddle.Tensor, paddle.Tensor, float]:
+    def forward(self, features: paddle.Tensor, labels: paddle.Tensor, centroids: paddle.Tensor, progress: Progress,
+                similarity: Optional[paddle.Tensor] = None) -> Tuple[paddle.Tensor, paddle.Tensor, float]:
         """Return ``(supports [B*K, D] unit rows, support_labels [B*K], alpha_t)``, sample-major.
 
-        Gradients reach ``features`` through the supports; ``centroids`` are treated as
-        constants (they are the momentum memory, not a learned weight). ``similarity``
-        ([B, C], normalise(features) . centroids^T) may be passed when the caller already
-        computed it (the memory loss does): the nearest-cluster search then reuses it.
+        Gradients reach ``features`` through the supports, never the ``centroids`` (the momentum
+        memory). ``similarity`` ([B, C], normalise(features) . centroids^T), when the caller has
+        it, is reused by the nearest-cluster search.
         """
         if features.ndim != 2 or centroids.ndim != 2 or features.shape[1] != centroids.shape[1]:
             raise ValueError(

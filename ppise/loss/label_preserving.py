@@ -12,17 +12,13 @@ for the negatives. Numerically we work with logits l = f.s / tau and factor
 exp(c_i), c_i = max_j l_ij, out of numerator and denominator, so the value equals the
 formula above (the 1e-6 inside becomes 1e-6 * exp(-c_i)) without overflow for small tau.
 
-The official ``CriterionLP`` takes the per-identity max by reshaping the negatives into
-rows of ``topk * num_instances``, which is only right for a P x K batch whose identities
-are contiguous and equal-sized (it falls back to summing *all* negatives otherwise). The
-segment max here gives the same value on such batches and the DESIGN value on any batch.
+The official ``CriterionLP`` takes the per-identity max by reshaping the negatives, which is
+only right for P x K batches of contiguous, equal-sized identities; the segment max gives the
+same value there and the formula's value on any batch.
 
-Under the launcher (N ranks) the supports and their labels are gathered from every rank
-(:func:`ppise.utils.dist.all_gather_with_grad`, gradients flowing back to the rank that owns
-each support), so each rank's anchors meet the whole global batch as in the official
-single-process (``nn.DataParallel``) trainer: the mean of the ranks' losses equals the loss
-of the global batch in one process. Every rank must hold the same number of supports (the
-P x K samplers split whole identities evenly).
+Under the launcher the supports are gathered from every rank (gradients flow back to their
+owner), so the mean of the ranks' losses equals the global batch's loss in one process, as in
+the official ``nn.DataParallel`` trainer. Every rank must hold the same number of supports.
 """
 from __future__ import annotations
 
@@ -52,13 +48,8 @@ class LabelPreservingLoss(nn.Layer):
         self.temperature = float(temperature)
         self.weight = float(weight)
 
-    def forward(
-        self,
-        features: paddle.Tensor,
-        supports: paddle.Tensor,
-        labels: paddle.Tensor,
-        support_labels: paddle.Tensor,
-    ) -> paddle.Tensor:
+    def forward(self, features: paddle.Tensor, supports: paddle.Tensor, labels: paddle.Tensor,
+                support_labels: paddle.Tensor) -> paddle.Tensor:
         """Unweighted LP loss of this rank's anchors against every rank's supports; every label
         of ``labels`` must have at least one support."""
         labels = labels.reshape([-1]).astype("int64")

@@ -16,7 +16,6 @@ memory moves towards the rows [f; s] (gathered over ranks).
 """
 from __future__ import annotations
 
-import importlib.util
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -33,6 +32,7 @@ from .ise_support import ISESupport
 from .label_preserving import LabelPreservingLoss
 
 __all__ = ["Objective", "ClusterContrastObjective", "build_objective"]
+
 
 class Objective(nn.Layer):
     """Base class. ``losses`` returns weighted losses keyed ``loss_*``; ``metrics`` holds the
@@ -113,9 +113,7 @@ class ClusterContrastObjective(Objective):
         if self._rows is None:
             return
         x, y = self._rows
-        if dist.world_size() > 1:
-            x, y = _gather(x), _gather(y)
-        self.memory.update(x, y)
+        self.memory.update(dist.all_gather(x), dist.all_gather(y))
         self._rows = None
 
     def state_dict(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:
@@ -124,21 +122,6 @@ class ClusterContrastObjective(Objective):
     def set_state_dict(self, state: Dict[str, Any], *args: Any, **kwargs: Any) -> None:
         if state.get("memory") is not None:
             self.memory.set_memory_state(state["memory"])
-
-
-def _gather(tensor: paddle.Tensor) -> paddle.Tensor:
-    """Concatenate a tensor from every rank in rank order (same shape on all ranks)."""
-    import paddle.distributed as pdist
-
-    parts: list = []
-    pdist.all_gather(parts, tensor)
-    return paddle.concat(parts, axis=0)
-
-
-def _load_optional_objectives() -> None:
-    """Objectives defined in other modules of this package (e.g. supervised.py) register on import."""
-    if importlib.util.find_spec("ppise.loss.supervised") is not None:
-        importlib.import_module("ppise.loss.supervised")
 
 
 def build_objective(loss_cfg_list: Any, where: str = "Loss.Train") -> Objective:
@@ -159,8 +142,7 @@ def build_objective(loss_cfg_list: Any, where: str = "Loss.Train") -> Objective:
                     f"{path}.{name} cannot be part of a cluster-contrast objective (training without labels); "
                     f"it takes only {', '.join(cls.components)}. Remove {path}, or train supervised without ClusterMemoryLoss")
         return cls.from_config(loss_cfg_list, where)
-    _load_optional_objectives()
-    for name in OBJECTIVES.names():
+    for name in OBJECTIVES.names():  # importing ppise.loss registered them all (supervised.py too)
         cls = OBJECTIVES.get(name)
         if set(names) <= set(cls.components):
             return cls.from_config(loss_cfg_list, where)

@@ -1,9 +1,7 @@
-"""CELoss and SupConLoss: the losses named in PaddleClas's ``ResNet50_UReID_infer.yaml``.
+"""CELoss and SupConLoss with PaddleClas's names and arguments (``ResNet50_UReID_infer.yaml``).
 
-ISE training does not use them; they exist so PaddleClas configs that list them build
-real, working losses (same names and arguments as PaddleClas) instead of failing.
 Each takes a tensor or PaddleClas's output dict (``{"logits": ...}`` / ``{"features": ...}``)
-and returns an unweighted scalar; ``weight`` is applied by the engine.
+and returns an unweighted scalar; the objective applies ``weight``.
 """
 from __future__ import annotations
 
@@ -57,15 +55,8 @@ class SupConLoss(nn.Layer):
     (a PK batch with ``sample_per_id == views``), as PaddleClas assumes.
     """
 
-    def __init__(
-        self,
-        weight: float = 1.0,
-        views: int = 16,
-        temperature: float = 0.07,
-        contrast_mode: str = "all",
-        base_temperature: float = 0.07,
-        normalize_feature: bool = True,
-    ) -> None:
+    def __init__(self, weight: float = 1.0, views: int = 16, temperature: float = 0.07, contrast_mode: str = "all",
+                 base_temperature: float = 0.07, normalize_feature: bool = True) -> None:
         super().__init__()
         if not isinstance(views, int) or views < 1:
             raise ConfigError(f"SupConLoss: views must be an int >= 1, got {views!r}")

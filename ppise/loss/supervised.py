@@ -7,9 +7,8 @@ Assembled from the PaddleClas list form of ``Loss.Train``::
         - CELoss: {weight: 1.0, epsilon: 0.1}                          # on outputs["logits"] (FC head)
         - TripletLossV2: {weight: 1.0, margin: 0.3, feature_from: features}  # outputs["features"] (default "backbone")
 
-``needs_clusters`` is False: the trainer feeds the dataset's own identity labels and never
-re-clusters; ``reset`` and ``update`` do nothing (no memory). ``losses`` returns the
-weighted terms keyed ``loss_ce`` / ``loss_triplet`` (``loss_supcon`` for SupConLoss).
+``needs_clusters`` is False: the trainer feeds the dataset's own identities and never
+re-clusters. ``losses`` returns the weighted terms ``loss_ce`` / ``loss_triplet`` / ``loss_supcon``.
 """
 from __future__ import annotations
 
@@ -22,13 +21,9 @@ from ppise.errors import ConfigError
 from ppise.registry import OBJECTIVES
 
 from .builder import build_losses
+from .objective import Objective
 from .paddleclas_compat import CELoss, SupConLoss
 from .triplet import TripletLossV2
-
-try:  # the Objective base of the trainer redesign (core); a plain Layer until it lands
-    from .objective import Objective as _Base  # type: ignore
-except ImportError:  # pragma: no cover - depends on merge order
-    _Base = paddle.nn.Layer
 
 __all__ = ["SupervisedObjective", "SUPERVISED_LOSSES", "class_labels"]
 
@@ -43,11 +38,8 @@ SUPERVISED_LOSSES: Dict[str, tuple] = {
 
 def class_labels(person_ids: np.ndarray, class_num: Optional[int] = None,
                  where: str = "Arch.Head.class_num") -> np.ndarray:
-    """Raw person ids of the training images (ppise datasets keep them, e.g. 1001..1200) -> classes 0..C-1.
-
-    The trainer of a ``needs_clusters=False`` objective feeds these as the labels; ``class_num``
-    (the FC head's size) must equal the number of identities, as in PaddleClas's configs.
-    """
+    """Raw person ids of the training images (e.g. 1001..1200) -> classes 0..C-1; ``class_num``
+    (the FC head's size) must equal the number of identities, as in PaddleClas's configs."""
     ids = np.asarray(person_ids).reshape(-1)
     if ids.size == 0:
         raise ConfigError("the training set has no images to take labels from")
@@ -62,7 +54,7 @@ def class_labels(person_ids: np.ndarray, class_num: Optional[int] = None,
 
 
 @OBJECTIVES.register
-class SupervisedObjective(_Base):
+class SupervisedObjective(Objective):
     """Weighted sum of label-supervised losses; no clustering, no memory."""
 
     needs_clusters = False
@@ -86,10 +78,7 @@ class SupervisedObjective(_Base):
         return cls(build_losses(loss_cfg_list, where=where))
 
     def reset(self, centroids: Optional[np.ndarray] = None) -> None:
-        """Nothing to reset: supervised training keeps no cluster memory."""
-
-    def update(self) -> None:
-        """Nothing to update after the optimizer step."""
+        """Nothing to reset: supervised training keeps no cluster memory (``update`` does nothing either)."""
 
     def losses(self, outputs: Dict[str, paddle.Tensor], labels: paddle.Tensor, progress: float = 0.0) -> Dict[str, paddle.Tensor]:
         labels = labels.reshape([-1]).astype("int64")
@@ -97,10 +86,10 @@ class SupervisedObjective(_Base):
         for name in self.names:
             layer = self.terms[name]
             key, term = SUPERVISED_LOSSES[name]
-            if key == "logits" and "logits" not in outputs:
-                raise ConfigError(f"Loss.Train.{name} needs class logits: give the model a classifier head "
-                                  f"(Arch.Head: {{name: FC, embedding_size: <Neck.num_features>, class_num: <train ids>}})")
             if key == "logits":
+                if "logits" not in outputs:
+                    raise ConfigError(f"Loss.Train.{name} needs class logits: give the model a classifier head (Arch.Head: "
+                                      f"{{name: FC, embedding_size: <Neck.num_features>, class_num: <train ids>}})")
                 logits = outputs["logits"]
                 if int(labels.max()) >= logits.shape[-1]:
                     raise ConfigError(f"Loss.Train.{name}: label {int(labels.max())} >= Arch.Head.class_num "
@@ -110,6 +99,3 @@ class SupervisedObjective(_Base):
                 value = layer(outputs, labels)
             out[term] = value * layer.weight
         return out
-
-    def forward(self, outputs: Dict[str, paddle.Tensor], labels: paddle.Tensor, progress: float = 0.0) -> Dict[str, paddle.Tensor]:
-        return self.losses(outputs, labels, progress)

@@ -3,10 +3,9 @@
 For every anchor of a P x K batch: the farthest sample of its own identity (hardest
 positive) and the nearest sample of another identity (hardest negative), then the margin
 ranking hinge ``mean(max(0, d(a, p) - d(a, n) + margin))`` over anchors, with Euclidean
-distances (of L2-normalised features when ``normalize_feature``). Same keys as PaddleClas:
-``margin`` (default 0.5), ``normalize_feature`` (True), ``feature_from`` (``backbone``, the
-pre-neck embedding, or ``features``, the BNNeck output; PaddleClas's code spells it
-``feat_from``, both spellings work), the same defaults as PaddleClas. Returns an unweighted scalar; ``weight`` is applied by the objective.
+distances (of L2-normalised features when ``normalize_feature``). PaddleClas's keys and
+defaults; ``feature_from`` (PaddleClas's code: ``feat_from``, both work) is ``backbone``, the
+pre-neck embedding, or ``features``, the BNNeck output. Returns an unweighted scalar.
 """
 from __future__ import annotations
 
