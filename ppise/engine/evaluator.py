@@ -24,14 +24,8 @@ def build_eval_loader(cfg: Dict[str, Any], split: str):
     where = f"DataLoader.Eval.{split}"
     section = get(cfg, where)
     dataset = build_dataset(section, where)
-    sampler = build_sampler(
-        section.get("sampler") or {"name": "BatchSampler", "batch_size": 64},
-        dataset.labels,
-        dataset.cameras,
-        where=f"{where}.sampler",
-        rank=dist.rank(),
-        world_size=dist.world_size(),
-    )
+    sampler = build_sampler(section.get("sampler") or {"name": "BatchSampler", "batch_size": 64}, dataset.labels,
+                            dataset.cameras, where=f"{where}.sampler", rank=dist.rank(), world_size=dist.world_size())
     return build_dataloader(dataset, sampler, section.get("loader")), dataset
 
 
@@ -39,10 +33,9 @@ def retrieval_metrics(query: Dict[str, np.ndarray], gallery: Dict[str, np.ndarra
     from ..metric import evaluate, topk_from_config
 
     topk = topk_from_config(get(cfg, "Metric.Eval", None))
-    return evaluate(
-        query["feats"], gallery["feats"], query["pids"], gallery["pids"], query["cams"], gallery["cams"],
-        protocol=cfg["Global"]["eval_protocol"], topk=topk, block_size=int(cfg["Global"].get("sim_block_size", 64)),
-    )
+    return evaluate(query["feats"], gallery["feats"], query["pids"], gallery["pids"], query["cams"], gallery["cams"],
+                    protocol=cfg["Global"]["eval_protocol"], topk=topk,
+                    block_size=int(cfg["Global"].get("sim_block_size", 64)))
 
 
 def save_features(out_dir: str, query: Dict[str, np.ndarray], gallery: Dict[str, np.ndarray], qset, gset) -> None:

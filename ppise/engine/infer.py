@@ -10,10 +10,8 @@
       PostProcess: null                    # or {name: Topk, topk: 5, gallery: ./dataset/bounding_box_test}
       save_features: null                  # a .npz path: paths + features
 
-Without a gallery each image gives its feature (``Global.feature_normalize``: L2-normalised);
-with ``PostProcess: {name: Topk, gallery: ...}`` (or ``Infer.gallery``) each image gives its
-``topk`` most similar gallery images by cosine similarity. ``Global.infer_imgs`` is read
-when ``Infer.infer_imgs`` is absent. Decoding and default transforms equal the evaluation
+Each image gives its feature, or with a gallery (``PostProcess`` or ``Infer.gallery``) its
+``topk`` gallery images by cosine. Decoding and default transforms equal the evaluation
 datasets', so a query's features here equal ``tools/eval.py``'s for the same weights.
 """
 from __future__ import annotations
@@ -130,18 +128,16 @@ def run_infer(model, cfg: Dict[str, Any], amp=None) -> List[Dict[str, Any]]:
     queries = list_images(settings["infer_imgs"], "Infer.infer_imgs")
     feats = image_features(model, queries, transform, settings["batch_size"], normalize, amp)
     logger.info(f"infer: {len(queries)} image(s) -> {feats.shape[1]}-d features")
-    results: List[Dict[str, Any]] = []
     if settings["gallery"]:
         gallery = list_images(settings["gallery"], "Infer.PostProcess.gallery")
         gallery_feats = image_features(model, gallery, transform, settings["batch_size"], normalize, amp)
         idx, scores = top_k(feats, gallery_feats, settings["topk"])
-        for q, path in enumerate(queries.paths):
-            results.append({"file": path, "topk": [
-                {"file": gallery.paths[g], "score": round(float(s), 6), "pid": int(gallery.pids[g])}
-                for g, s in zip(idx[q], scores[q])]})
+        results = [{"file": path, "topk": [
+            {"file": gallery.paths[g], "score": round(float(s), 6), "pid": int(gallery.pids[g])}
+            for g, s in zip(idx[q], scores[q])]} for q, path in enumerate(queries.paths)]
     else:
-        for path, feat in zip(queries.paths, feats):
-            results.append({"file": path, "feature": [round(float(v), 6) for v in feat]})
+        results = [{"file": path, "feature": [round(float(v), 6) for v in feat]}
+                   for path, feat in zip(queries.paths, feats)]
     if settings.get("save_features"):
         path = settings["save_features"]
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

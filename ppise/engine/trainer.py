@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import TrainingError
 from ..utils import dist
 from ..utils.logger import logger
+from .amp import Precision
 
 
 class Hook:
@@ -50,25 +51,20 @@ class Hook:
 
 
 class Trainer:
-    """Holds the training state that hooks read.
+    """Runs the epochs and holds the training state that hooks read.
 
     Args:
         model: the network (possibly ``paddle.DataParallel``); ``net`` is the bare layer.
-        objective: a ``ppise.loss.Objective``.
         train_set: the training dataset (``labels`` are its true ids, ``images`` its files).
-        relabel: ``relabel(net, epoch) -> (labels, centroids, stats)``; only called when the
-            objective needs clusters.
+        relabel: ``relabel(net, epoch) -> (labels, centroids, stats)``, for objectives that need clusters.
         make_loader: ``make_loader(labels, epoch) -> iterable of (images, _, _, indices)``.
         hooks: in execution order.
-        precision: a ``ppise.engine.amp.Precision`` (the ``AMP`` section's forward, backward and
-            step); default plain float32.
+        precision: the ``AMP`` section's forward, backward and step; default plain float32.
     """
 
     def __init__(self, model, optimizer, scheduler, objective, train_set, relabel: Optional[Callable],
                  make_loader: Callable, hooks: List[Hook], epochs: int, iters_per_epoch: int,
                  precision=None) -> None:
-        from .amp import Precision
-
         self.model = model
         self.net = getattr(model, "_layers", model)
         self.optimizer = optimizer
@@ -151,10 +147,8 @@ class Trainer:
         self.scheduler.step()
         self.objective.update()
         self.iter_record = {k: float(v) for k, v in losses.items()}
-        self.iter_record.update(self.objective.metrics)
-        self.iter_record["loss"] = value
-        self.iter_record["lr"] = float(self.optimizer.get_lr())
-        self.iter_record["batch_size"] = int(images.shape[0]) * dist.world_size()
+        self.iter_record.update(self.objective.metrics, loss=value, lr=float(self.optimizer.get_lr()),
+                                batch_size=int(images.shape[0]) * dist.world_size())
 
     # ------------------------------------------------------------------ save / resume
     def state_dict(self) -> Dict[str, Any]:

@@ -1,11 +1,8 @@
 """RankConsistencyHook: make, and prove, every rank hold the same weights and memory.
 
-Data-parallel training keeps parameters equal through the gradient all-reduce, and the
-cluster memory equal because every rank updates it with the gathered batch. BatchNorm
-running statistics are not covered by either, so after each epoch they are averaged over
-ranks (what a single process would have estimated from the whole batch stream). Then a
-digest of every tensor of the model and of the memory is gathered and compared: checked,
-not assumed.
+The gradient all-reduce keeps parameters equal and the gathered update keeps the memory equal,
+but not BatchNorm statistics: those are averaged after each epoch, then digests of every
+tensor are compared across ranks (checked, not assumed).
 """
 from __future__ import annotations
 
