@@ -13,9 +13,7 @@ from ..errors import ConfigError, TrainingError
 from ..utils import dist
 from ..utils.logger import get_logger, logger
 from ..utils.fileio import atomic_write, ensure_writable_dir
-from .hooks import CheckpointHook, EvalHook, LoggerHook, RankConsistencyHook
-from .hooks.checkpoint import model_dir_of
-from .hooks.logger import read_train_log
+from .hooks import CheckpointHook, EvalHook, LoggerHook, RankConsistencyHook, model_dir_of, read_train_log
 from .trainer import Trainer
 
 RUN_MARKERS = ("train_log.jsonl",)

@@ -103,16 +103,6 @@ def _run_overrides(glob: Dict[str, Any], spec: PretrainSpec, run_dir: str) -> Li
     return out + spec.overrides  # the spec's own overrides win
 
 
-def _last_weights(config: str, overrides: List[str]) -> str:
-    from ..config import get_config
-    from .hooks.checkpoint import model_dir_of
-
-    path = os.path.join(model_dir_of(get_config(config, overrides)), "latest.pdparams")
-    if not os.path.isfile(path):
-        raise TrainingError(f"the pre-training run finished without writing {path}")
-    return path
-
-
 def _write_cache(weights: str, cache: str, info: Dict[str, Any]) -> int:
     """Keep the backbone and neck of ``weights`` in ``cache``; ``cache.json`` says how it was made."""
     import paddle
@@ -129,7 +119,8 @@ def _write_cache(weights: str, cache: str, info: Dict[str, Any]) -> int:
 def _make(glob: Dict[str, Any], spec: PretrainSpec, cache: str, runner: Runner) -> None:
     import fcntl
 
-    from .hooks.logger import read_train_log
+    from ..config import get_config
+    from .hooks import model_dir_of, read_train_log
 
     os.makedirs(os.path.dirname(os.path.abspath(cache)) or ".", exist_ok=True)
     with open(cache + ".lock", "w") as lock:
@@ -145,7 +136,9 @@ def _make(glob: Dict[str, Any], spec: PretrainSpec, cache: str, runner: Runner) 
         start = time.time()
         runner(spec.config, overrides)
         seconds = round(time.time() - start, 1)
-        weights = _last_weights(spec.config, overrides)
+        weights = os.path.join(model_dir_of(get_config(spec.config, overrides)), "latest.pdparams")
+        if not os.path.isfile(weights):
+            raise TrainingError(f"the pre-training run finished without writing {weights}")
         info = {"made_by": "ppise.engine.pretrain_cache", "config": spec.config, "overrides": overrides,
                 "config_digest": _config_digest(spec.config, overrides), "seconds": seconds,
                 "made_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

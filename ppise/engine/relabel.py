@@ -26,12 +26,8 @@ STAT_KEYS = ("num_clusters", "num_outliers", "ari", "nmi", "mixed_clusters", "su
 class Relabel:
     """``relabel(net, epoch) -> (labels [N] int64, centroids [C, D] float32, stats)``.
 
-    Args:
-        extract_loader: un-augmented loader over the training images (sharded by rank).
-        cluster_cfg: the validated ``Cluster`` section.
-        labels_dir: where ``epoch_N.npz`` (pseudo and true labels) is kept each epoch
-            (``Cluster.save_labels``), or None.
-        amp: ``ppise.engine.amp.AmpSettings`` for the extraction (features come back float32).
+    ``extract_loader`` is un-augmented and sharded by rank; ``labels_dir`` keeps each epoch's
+    pseudo and true labels as ``epoch_N.npz`` (``Cluster.save_labels``); ``amp`` casts extraction.
     """
 
     def __init__(self, extract_loader, cluster_cfg: Dict[str, Any], labels_dir: Optional[str] = None, amp=None) -> None:

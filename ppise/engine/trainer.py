@@ -56,9 +56,8 @@ class Trainer:
     Args:
         model: the network (possibly ``paddle.DataParallel``); ``net`` is the bare layer.
         train_set: the training dataset (``labels`` are its true ids, ``images`` its files).
-        relabel: ``relabel(net, epoch) -> (labels, centroids, stats)``, for objectives that need clusters.
+        relabel: ``relabel(net, epoch) -> (labels, centroids, stats)``, if the objective clusters.
         make_loader: ``make_loader(labels, epoch) -> iterable of (images, _, _, indices)``.
-        hooks: in execution order.
         precision: the ``AMP`` section's forward, backward and step; default plain float32.
     """
 
@@ -85,7 +84,6 @@ class Trainer:
         self.labels: Optional[np.ndarray] = None
         self.epoch_record: Dict[str, Any] = {}  # this epoch's figures, for logging only
         self.iter_record: Dict[str, float] = {}
-        self.stop_requested = False
 
     def call(self, event: str) -> None:
         for hook in self.hooks:
@@ -118,8 +116,6 @@ class Trainer:
                 self.call("after_iter")
             self.epoch_record["train_seconds"] = time.time() - start
             self.call("after_epoch")
-            if self.stop_requested:
-                break
         self.call("after_train")
 
     def progress(self) -> float:

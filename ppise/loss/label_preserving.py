@@ -6,11 +6,9 @@ With e_ij = exp(f_i . s_j / tau_lp) (f normalised, s unit supports)::
     neg_i  = sum_{g != y_i} max_{j : y_s[j] = g} e_ij           (hardest support per other identity)
     loss   = mean_i -log(pos_i / (pos_i + neg_i + 1e-6) + 1e-6)
 
-Batched: one [B, N] similarity matrix, a masked min for the positive and a segment max
-over support identities (supports sorted by identity, ``paddle.geometric.segment_max``)
-for the negatives. Numerically we work with logits l = f.s / tau and factor
-exp(c_i), c_i = max_j l_ij, out of numerator and denominator, so the value equals the
-formula above (the 1e-6 inside becomes 1e-6 * exp(-c_i)) without overflow for small tau.
+Batched: a masked min for the positive, a segment max over support identities for the
+negatives. exp(c_i), c_i = max_j f_i.s_j / tau, is factored out of numerator and denominator
+(the inner 1e-6 becomes 1e-6 exp(-c_i)): the same value, without overflow for small tau.
 
 The official ``CriterionLP`` takes the per-identity max by reshaping the negatives, which is
 only right for P x K batches of contiguous, equal-sized identities; the segment max gives the

@@ -35,8 +35,8 @@ __all__ = ["Objective", "ClusterContrastObjective", "build_objective"]
 
 
 class Objective(nn.Layer):
-    """Base class. ``losses`` returns weighted losses keyed ``loss_*``; ``metrics`` holds the
-    last step's extra figures for logging (e.g. ``alpha``)."""
+    """``losses`` returns weighted losses keyed ``loss_*``; ``metrics`` holds the last step's
+    extra figures for logging (e.g. ``alpha``)."""
 
     needs_clusters: bool = True  # False: the trainer feeds the dataset's identities as classes 0..C-1
     components: Tuple[str, ...] = ()  # the Loss.Train names it is assembled from (register in OBJECTIVES)
@@ -125,11 +125,8 @@ class ClusterContrastObjective(Objective):
 
 
 def build_objective(loss_cfg_list: Any, where: str = "Loss.Train") -> Objective:
-    """The objective whose components are the names listed in ``Loss.Train``.
-
-    A list with ClusterMemoryLoss is a cluster-contrast objective; any other name in it is a
-    ConfigError naming its key (CELoss / SupConLoss need true labels, which this run has not).
-    """
+    """The objective whose components are the names listed in ``Loss.Train``; beside
+    ClusterMemoryLoss, a loss that needs true labels is a ConfigError naming its key."""
     entries = loss_entries(loss_cfg_list, where)
     names = [name for name, _, _ in entries]
     if not entries:

@@ -49,11 +49,8 @@ class CELoss(nn.Layer):
 
 @LOSSES.register
 class SupConLoss(nn.Layer):
-    """Supervised contrastive loss (Khosla et al. 2020) over ``views`` views per identity.
-
-    The batch holds ``num_ids * views`` rows, the ``views`` rows of one identity adjacent
-    (a PK batch with ``sample_per_id == views``), as PaddleClas assumes.
-    """
+    """Supervised contrastive loss (Khosla et al. 2020) over ``views`` adjacent rows per identity
+    (a PK batch with ``sample_per_id == views``, as PaddleClas assumes)."""
 
     def __init__(self, weight: float = 1.0, views: int = 16, temperature: float = 0.07, contrast_mode: str = "all",
                  base_temperature: float = 0.07, normalize_feature: bool = True) -> None:

@@ -24,11 +24,8 @@ _FEATURE_KEYS = ("features", "backbone")
 
 
 def batch_hard_distances(feats: paddle.Tensor, labels: paddle.Tensor):
-    """``(dist_ap, dist_an)``, each ``[B]``: hardest positive and hardest negative distance per anchor.
-
-    An anchor without a positive other than itself gets ``d(a, a) = 0`` (clipped to 1e-6);
-    a batch of a single identity has no negative and is an error.
-    """
+    """``(dist_ap, dist_an)``, each ``[B]``: hardest positive and negative distance per anchor; an
+    anchor alone with its identity gets ``d(a, a) = 0``; a single-identity batch is an error."""
     labels = labels.reshape([-1])
     sq = (feats * feats).sum(axis=1, keepdim=True)
     d2 = sq + sq.t() - 2.0 * paddle.matmul(feats, feats, transpose_y=True)
