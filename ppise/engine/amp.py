@@ -58,12 +58,10 @@ def amp_settings(cfg: Dict[str, Any], device: Optional[str] = None) -> AmpSettin
         if not isinstance(section.get(key, False), bool):
             raise ConfigError(f"AMP.{key} must be true or false, got {section[key]!r}")
     enabled = section.get("use_amp", True)
-    level = section.get("level", "O1")
-    if level not in ("O1", "O2"):
-        raise ConfigError(f"AMP.level must be O1 or O2, got {level!r}")
-    dtype = section.get("dtype", "float16")
-    if dtype not in ("float16", "bfloat16"):
-        raise ConfigError(f"AMP.dtype must be float16 or bfloat16, got {dtype!r}")
+    level, dtype = section.get("level", "O1"), section.get("dtype", "float16")
+    for key, value, allowed in (("level", level, ("O1", "O2")), ("dtype", dtype, ("float16", "bfloat16"))):
+        if value not in allowed:
+            raise ConfigError(f"AMP.{key} must be {' or '.join(allowed)}, got {value!r}")
     device = str(device or (cfg.get("Global") or {}).get("device", "cpu"))
     scale = section.get("scale_loss", 1.0)
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:

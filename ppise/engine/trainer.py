@@ -108,12 +108,16 @@ class Trainer:
             self.call("before_epoch")
             self.model.train()
             start = time.time()
-            for self.inner_iter, (batch, read_start, reader_cost) in enumerate(timed(loader)):
+            batches = iter(loader)  # worker start-up: part of train_seconds, not of reader_cost
+            read_start = time.perf_counter()
+            for self.inner_iter, batch in enumerate(batches):
+                reader_cost = time.perf_counter() - read_start
                 self.run_step(batch)
                 # PaddleClas's log fields: waiting for the batch, and read start to after objective.update
                 self.iter_record.update(reader_cost=reader_cost, batch_cost=time.perf_counter() - read_start)
                 self.global_iter += 1
                 self.call("after_iter")
+                read_start = time.perf_counter()
             self.epoch_record["train_seconds"] = time.time() - start
             self.call("after_epoch")
         self.call("after_train")
@@ -175,18 +179,6 @@ class Trainer:
         for hook in self.hooks:
             hook.load_state_dict(training)
         set_rng_state(training.get("rng"))
-
-
-def timed(loader):
-    """Yield ``(batch, read_start, reader_cost)``: ``perf_counter`` before ``next`` and the seconds it took."""
-    batches = iter(loader)
-    while True:
-        start = time.perf_counter()
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        yield batch, start, time.perf_counter() - start
 
 
 def identity_classes(ids) -> np.ndarray:

@@ -83,10 +83,8 @@ class ClusterMemoryLoss(nn.Layer):
         if arr.ndim != 2 or arr.shape[0] < 1:
             raise TrainingError(f"ClusterMemoryLoss.{what}: need a non-empty [C, D] array, got shape {arr.shape}")
         if arr.shape[1] != self.num_features:
-            raise ConfigError(
-                f"ClusterMemoryLoss.{what}: features have {arr.shape[1]} dims but "
-                f"Loss.Train.ClusterMemoryLoss.num_features is {self.num_features}"
-            )
+            raise ConfigError(f"ClusterMemoryLoss.{what}: features have {arr.shape[1]} dims but "
+                              f"Loss.Train.ClusterMemoryLoss.num_features is {self.num_features}")
         if not np.isfinite(arr).all():
             raise TrainingError(f"ClusterMemoryLoss.{what}: centroids contain NaN or Inf")
         return arr
@@ -118,9 +116,8 @@ class ClusterMemoryLoss(nn.Layer):
             raise ValueError(f"ClusterMemoryLoss: {n} inputs but {labels.shape[0]} labels")
         lab_min, lab_max = int(labels.min()), int(labels.max())
         if lab_min < 0 or lab_max >= self.num_clusters:
-            raise TrainingError(
-                f"ClusterMemoryLoss: labels must lie in [0, {self.num_clusters}), got [{lab_min}, {lab_max}]"
-            )
+            raise TrainingError(f"ClusterMemoryLoss: labels must lie in [0, {self.num_clusters}), "
+                                f"got [{lab_min}, {lab_max}]")
         return labels
 
     def similarity(self, inputs: paddle.Tensor) -> paddle.Tensor:

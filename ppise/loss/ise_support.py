@@ -72,9 +72,6 @@ class ISESupport(nn.Layer):
         self.topk = int(topk)
         self.base_lambda = float(base_lambda)
 
-    def alpha(self, progress: Progress) -> float:
-        return pli_alpha(progress, self.base_lambda)
-
     def forward(self, features: paddle.Tensor, labels: paddle.Tensor, centroids: paddle.Tensor, progress: Progress,
                 similarity: Optional[paddle.Tensor] = None) -> Tuple[paddle.Tensor, paddle.Tensor, float]:
         """Return ``(supports [B*K, D] unit rows, support_labels [B*K], alpha_t)``, sample-major.
@@ -84,25 +81,19 @@ class ISESupport(nn.Layer):
         it, is reused by the nearest-cluster search.
         """
         if features.ndim != 2 or centroids.ndim != 2 or features.shape[1] != centroids.shape[1]:
-            raise ValueError(
-                f"ISESupport: features [B, D] and centroids [C, D] expected, got "
-                f"{list(features.shape)} and {list(centroids.shape)}"
-            )
+            raise ValueError(f"ISESupport: features [B, D] and centroids [C, D] expected, got "
+                             f"{list(features.shape)} and {list(centroids.shape)}")
         num_clusters = int(centroids.shape[0])
         k = self.topk
         if k >= num_clusters:
-            raise TrainingError(
-                f"ISESupport: Loss.Train ISESupport.topk={k} needs more than {k} clusters, but clustering gave "
-                f"{num_clusters}; lower topk or relax Cluster.eps"
-            )
+            raise TrainingError(f"ISESupport: Loss.Train ISESupport.topk={k} needs more than {k} clusters, "
+                                f"but clustering gave {num_clusters}; lower topk or relax Cluster.eps")
         labels = labels.reshape([-1]).astype("int64")
         lab_min, lab_max = int(labels.min()), int(labels.max())
         if lab_min < 0 or lab_max >= num_clusters:
-            raise TrainingError(
-                f"ISESupport: pseudo labels must lie in [0, {num_clusters}), got [{lab_min}, {lab_max}] "
-                f"(outliers -1 must be dropped before training)"
-            )
-        alpha = self.alpha(progress)
+            raise TrainingError(f"ISESupport: pseudo labels must lie in [0, {num_clusters}), got "
+                                f"[{lab_min}, {lab_max}] (outliers -1 must be dropped before training)")
+        alpha = pli_alpha(progress, self.base_lambda)
         feats = F.normalize(features, p=2, axis=1)
         memory = centroids.detach().astype(feats.dtype)
         batch, dim = feats.shape

@@ -23,15 +23,40 @@ import paddle
 import paddle.nn as nn
 
 from ppise.errors import ConfigError
-from ppise.registry import OBJECTIVES
+from ppise.registry import LOSSES, OBJECTIVES
 from ppise.utils import dist
 
-from .builder import build_losses, loss_entries
 from .cluster_memory import ClusterMemoryLoss
 from .ise_support import ISESupport
 from .label_preserving import LabelPreservingLoss
 
-__all__ = ["Objective", "ClusterContrastObjective", "build_objective"]
+__all__ = ["Objective", "ClusterContrastObjective", "build_losses", "build_objective", "loss_entries"]
+
+
+def loss_entries(loss_cfg_list: Any, where: str = "Loss.Train") -> List[Tuple[str, Dict[str, Any], str]]:
+    """``[(name, kwargs, config path)]`` of a PaddleClas loss list, checked for shape and duplicates."""
+    if loss_cfg_list is None:
+        return []
+    if not isinstance(loss_cfg_list, list):
+        raise ConfigError(f"{where} must be a list of '- LossName: {{...}}' entries, got {type(loss_cfg_list).__name__}")
+    entries: List[Tuple[str, Dict[str, Any], str]] = []
+    for i, entry in enumerate(loss_cfg_list):
+        path = f"{where}[{i}]"
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ConfigError(f"{path} must be a single-key mapping like '- ClusterMemoryLoss: {{weight: 1.0}}', got {entry!r}")
+        (name, kwargs), = entry.items()
+        kwargs = {} if kwargs is None else kwargs
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"{path}.{name} arguments must be a mapping, got {kwargs!r}")
+        if name in [e[0] for e in entries]:
+            raise ConfigError(f"{path}: loss '{name}' is listed twice in {where}")
+        entries.append((name, dict(kwargs), path))
+    return entries
+
+
+def build_losses(loss_cfg_list: Any, where: str = "Loss.Train") -> Dict[str, nn.Layer]:
+    """Return ``{name: loss layer}`` in config order; each layer carries its ``weight``."""
+    return {name: LOSSES.build({name: kwargs}, where=path) for name, kwargs, path in loss_entries(loss_cfg_list, where)}
 
 
 class Objective(nn.Layer):

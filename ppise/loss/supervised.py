@@ -20,8 +20,7 @@ import paddle
 from ppise.errors import ConfigError
 from ppise.registry import OBJECTIVES
 
-from .builder import build_losses
-from .objective import Objective
+from .objective import Objective, build_losses
 from .paddleclas_compat import CELoss, SupConLoss
 from .triplet import TripletLossV2
 

@@ -60,15 +60,10 @@ class TripletLossV2(nn.Layer):
         # BNNeck output (the retrieval feature). A plain tensor input is used as it is.
         self.feature_from = source or "backbone"
 
-    def _features(self, x: Union[paddle.Tensor, Dict[str, paddle.Tensor]]) -> paddle.Tensor:
-        if not isinstance(x, dict):
-            return x
-        if self.feature_from in x:
-            return x[self.feature_from]
-        raise KeyError(f"TripletLossV2: output dict has no '{self.feature_from}' (keys: {sorted(x)})")
-
     def forward(self, features: Union[paddle.Tensor, Dict[str, paddle.Tensor]], labels: paddle.Tensor) -> paddle.Tensor:
-        feats = self._features(features)
+        if isinstance(features, dict) and self.feature_from not in features:
+            raise KeyError(f"TripletLossV2: output dict has no '{self.feature_from}' (keys: {sorted(features)})")
+        feats = features[self.feature_from] if isinstance(features, dict) else features
         if feats.ndim > 2:
             feats = paddle.flatten(feats, start_axis=1)
         if self.normalize_feature:
