@@ -25,30 +25,17 @@ def prepare_output_dir(cfg: Dict[str, Any]) -> str:
     out = glob["output_dir"]
     used = [m for m in RUN_MARKERS if os.path.exists(os.path.join(out, m))]
     if used and not glob.get("checkpoints") and dist.is_main():
-        demo = is_demo_run(cfg)  # the README's first command, run again: start over, say so
-        if demo:
+        if is_demo_run(cfg):  # the README's first command, run again: start over, say so
             logger.info(f"output dir {out} holds an earlier demo run: starting over (a run on other data is "
                         f"never overwritten without -o Global.overwrite=True)")
         elif not glob.get("overwrite"):
-            raise TrainingError(
-                f"output dir {out} already holds a run ({', '.join(used)}); resume with "
-                f"-o Global.checkpoints={os.path.join(model_dir_of(cfg), 'latest')}, choose another "
-                f"-o Global.output_dir=..., or pass -o Global.overwrite=True to start over"
-            )
+            raise TrainingError(f"output dir {out} already holds a run ({', '.join(used)}); resume with "
+                                f"-o Global.checkpoints={os.path.join(model_dir_of(cfg), 'latest')}, choose "
+                                f"another -o Global.output_dir=..., or pass -o Global.overwrite=True to start over")
         for marker in used:
             os.remove(os.path.join(out, marker))
         shutil.rmtree(model_dir_of(cfg), ignore_errors=True)
     return ensure_writable_dir(out, "output dir (Global.output_dir)")
-
-
-def _trim_log(out_dir: str, last_epoch: int) -> None:
-    """On resume, drop log lines of epochs after the checkpoint (they will be redone)."""
-    path = os.path.join(out_dir, "train_log.jsonl")
-    if not os.path.exists(path):
-        return
-    keep = [r for r in read_train_log(out_dir) if r.get("epoch", 0) <= last_epoch]
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in keep)
 
 
 def build_model_from_config(cfg: Dict[str, Any]):
@@ -181,5 +168,9 @@ def resume(trainer: Trainer, path: str, out_dir: str) -> None:
         logger.warning(f"{used} holds {done} epochs in {trainer.global_iter} steps, but DataLoader.Train.sampler."
                        f"iters_per_epoch is now {iters}: the ISE schedule continues from step {done * iters}")
         trainer.global_iter = done * iters
-    _trim_log(out_dir, done)
+    log = os.path.join(out_dir, "train_log.jsonl")
+    if os.path.exists(log):  # drop the epochs after the checkpoint: they will be redone
+        kept = [r for r in read_train_log(out_dir) if r.get("epoch", 0) <= done]
+        with atomic_write(log, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
     logger.info(f"resumed from {used}: epoch {done} done, global step {trainer.global_iter}")

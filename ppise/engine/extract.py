@@ -40,12 +40,9 @@ def extract_features(model, loader, normalize: bool = True, desc: str = "feature
                 logger.info(f"extract {desc}: batch {i + 1}/{total} ({time.time() - start:.1f}s)")
     if was_training:
         model.train()
-    local = {
-        "feats": np.concatenate(feats) if feats else np.zeros((0, 1), np.float32),
-        "pids": np.concatenate(pids).astype(np.int64) if pids else np.zeros(0, np.int64),
-        "cams": np.concatenate(cams).astype(np.int64) if cams else np.zeros(0, np.int64),
-        "idx": np.concatenate(idxs).astype(np.int64) if idxs else np.zeros(0, np.int64),
-    }
+    local = {"feats": np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)}
+    for key, parts in (("pids", pids), ("cams", cams), ("idx", idxs)):
+        local[key] = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
     merged = {k: np.concatenate(dist.all_gather_object(v)) for k, v in local.items()}
     _, first = np.unique(merged["idx"], return_index=True)  # drop shard padding, sort by index
     result = {k: v[first] for k, v in merged.items()}

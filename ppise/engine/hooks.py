@@ -169,13 +169,12 @@ class LoggerHook(Hook):
             ips = self.epoch_costs.all[2] / max(time.time() - self.window_start, 1e-9)  # images this epoch
             remaining = trainer.total_iters - trainer.global_iter
             per_iter = (time.time() - self.train_start) / max(1, self.iters_done)
-            losses = ", ".join(f"{k}: {rec[k]:.4f}" for k in ("loss", "loss_cc", "loss_lp") if k in rec)
-            alpha = f", alpha: {rec['alpha']:.4f}" if "alpha" in rec else ""
+            losses = ", ".join(f"{k}: {rec[k]:.4f}" for k in ("loss", "loss_cc", "loss_lp", "alpha") if k in rec)
             costs = self.window.means()
             self.window = CostMeter()
             logger.info(
                 f"[Train][Epoch {trainer.epoch}/{trainer.epochs}][Iter {it}/{trainer.iters_per_epoch}] lr: {rec.get('lr', 0):.6f}, "
-                f"{losses}{alpha}, reader_cost: {costs['reader_cost']:.5f} s, batch_cost: {costs['batch_cost']:.5f} s, "
+                f"{losses}, reader_cost: {costs['reader_cost']:.5f} s, batch_cost: {costs['batch_cost']:.5f} s, "
                 f"ips: {costs['ips']:.5f} samples/s, {ips:.1f} images/s, eta: {hms(remaining * per_iter)}"
             )
 
@@ -184,10 +183,8 @@ class LoggerHook(Hook):
         _, _, images, iters = self.epoch_costs.all
         for key, total in self.sums.items():
             record[key] = total / max(1, iters)
-        if "lr" in trainer.iter_record:
-            record["lr"] = trainer.iter_record["lr"]
-        if "batch_size" in trainer.iter_record:  # the sampler may use fewer identities than asked (few clusters)
-            record["batch_size"] = trainer.iter_record["batch_size"]
+        # the last lr, and the batch size drawn (the sampler may use fewer identities than asked)
+        record.update({k: trainer.iter_record[k] for k in ("lr", "batch_size") if k in trainer.iter_record})
         record["images_per_second"] = images / max(record.get("train_seconds", 0.0), 1e-9)
         record.update(self.epoch_costs.means())  # reader_cost, batch_cost (s/iteration), ips (samples/s)
         if not dist.is_main():

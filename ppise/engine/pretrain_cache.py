@@ -79,8 +79,7 @@ def _with_suffix(path: str) -> str:
 def subprocess_runner(config: str, overrides: List[str]) -> None:
     """``python tools/train.py -c config -o ...`` in a clean single-process environment."""
     cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "train.py"), "-c", config]
-    for o in overrides:
-        cmd += ["-o", o]
+    cmd += [arg for o in overrides for arg in ("-o", o)]
     env = {k: v for k, v in os.environ.items() if k not in _DIST_ENV}
     env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run(cmd, env=env)

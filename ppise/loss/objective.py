@@ -1,8 +1,6 @@
-"""Training objectives: everything on the loss side of a step, behind one small interface.
+"""Training objectives: the loss side of a step, so the trainer names no loss.
 
-The trainer asks the objective for a dict of weighted losses, sums it, backprops, steps and
-calls ``update``; it names no loss. An objective is assembled from the PaddleClas-style
-``Loss.Train`` list (``build_objective``)::
+An objective is assembled from the PaddleClas-style ``Loss.Train`` list (``build_objective``)::
 
     Loss:
       Train:
@@ -96,7 +94,6 @@ class Objective(nn.Layer):
 class ClusterContrastObjective(Objective):
     """Cluster contrast (ClusterMemoryLoss), optionally with ISE supports and the LP loss."""
 
-    needs_clusters = True
     components = ("ClusterMemoryLoss", "ISESupport", "LabelPreservingLoss")
 
     def __init__(self, ClusterMemoryLoss: ClusterMemoryLoss, ISESupport: Optional[ISESupport] = None,  # noqa: N803
@@ -119,14 +116,13 @@ class ClusterContrastObjective(Objective):
         labels = labels.reshape([-1]).astype("int64")
         sim = self.memory.similarity(f)  # [B, C]: the memory logits, reused by the support search
         rows, row_labels = f, labels
-        losses: Dict[str, paddle.Tensor] = {}
         if self.support is not None:
             s, ys, alpha = self.support(f, labels, self.memory.memory, progress, similarity=sim)
             self.metrics["alpha"] = float(alpha)
             rows = paddle.concat([f, s.astype(f.dtype)], axis=0)
             row_labels = paddle.concat([labels, ys], axis=0)
             sim = paddle.concat([sim, self.memory.similarity(s)], axis=0)
-        losses["loss_cc"] = self.memory(rows, row_labels, similarity=sim) * self.memory.weight
+        losses = {"loss_cc": self.memory(rows, row_labels, similarity=sim) * self.memory.weight}
         if self.lp is not None:
             losses["loss_lp"] = self.lp(f, s, labels, ys) * self.lp.weight
         self._rows = (rows.detach(), row_labels)
