@@ -134,8 +134,7 @@ class LoggerHook(Hook):
         self.use_visualdl = bool(use_visualdl)
         self.vdl = None
         self.sums: Dict[str, float] = {}
-        self.window_start = 0.0
-        self.train_start = 0.0
+        self.window_start = self.train_start = 0.0
         self.iters_done = 0
         self.window = CostMeter()  # since the last progress line
         self.epoch_costs = CostMeter()

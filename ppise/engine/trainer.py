@@ -78,9 +78,7 @@ class Trainer:
         self.iters_per_epoch = int(iters_per_epoch)
         self.total_iters = self.epochs * self.iters_per_epoch
         self.start_epoch = 1
-        self.epoch = 0
-        self.inner_iter = 0
-        self.global_iter = 0
+        self.epoch = self.inner_iter = self.global_iter = 0
         self.labels: Optional[np.ndarray] = None
         self.epoch_record: Dict[str, Any] = {}  # this epoch's figures, for logging only
         self.iter_record: Dict[str, float] = {}
