@@ -10,10 +10,9 @@
       dtype: float16                 # float16 (GPU) | bfloat16 (GPU with bf16)
 
 Model outputs are cast to float32 before any loss: the memory's momentum-0.2 updates of unit
-vectors fall below a bfloat16 rounding step, and the 1/0.05 logits overflow float16 when
-scaled. Checkpoints stay float32, so a run resumes with AMP on or off. On CPU Paddle 3.3's
-``auto_cast`` does nothing and has no bfloat16 ``conv2d``, so the section is logged and
-ignored there; the GPU paths below are coded but only their plumbing is tested on CPU.
+vectors fall below a bfloat16 rounding step, and the 1/0.05 logits overflow float16 when scaled.
+Checkpoints stay float32 (resume with AMP on or off). On CPU Paddle 3.3's ``auto_cast`` does
+nothing and has no bfloat16 ``conv2d``: the section is logged and ignored, the GPU paths untested.
 """
 from __future__ import annotations
 
@@ -59,7 +58,8 @@ def amp_settings(cfg: Dict[str, Any], device: Optional[str] = None) -> AmpSettin
             raise ConfigError(f"AMP.{key} must be true or false, got {section[key]!r}")
     enabled = section.get("use_amp", True)
     level, dtype = section.get("level", "O1"), section.get("dtype", "float16")
-    for key, value, allowed in (("level", level, ("O1", "O2")), ("dtype", dtype, ("float16", "bfloat16"))):
+    for key, value, allowed in (("level", level, ("O1", "O2")),
+                                ("dtype", dtype, ("float16", "bfloat16"))):
         if value not in allowed:
             raise ConfigError(f"AMP.{key} must be {' or '.join(allowed)}, got {value!r}")
     device = str(device or (cfg.get("Global") or {}).get("device", "cpu"))
@@ -111,8 +111,8 @@ def decorate(model, optimizer=None, amp: Optional[AmpSettings] = None):
 
 
 class AmpScaler:
-    """Backward and optimizer step with float16 loss scaling (``paddle.amp.GradScaler``), else plain;
-    its state is the dynamic scale (empty without scaling)."""
+    """Backward and optimizer step with float16 loss scaling (``paddle.amp.GradScaler``), else
+    plain; its state is the dynamic scale (empty without scaling)."""
 
     def __init__(self, amp: AmpSettings) -> None:
         self.scaler = None
@@ -149,7 +149,7 @@ class Precision:
         self.scaler = AmpScaler(self.amp)
 
     def forward(self, model, inputs):
-        """The model's outputs, cast to float32 before the objective sees them (module docstring)."""
+        """The model's outputs, cast to float32 before the objective sees them (see the module)."""
         with autocast(self.amp):
             outputs = model(inputs)
         return to_float32(outputs)
@@ -191,9 +191,9 @@ class AmpTrainStep(Precision):
 
 
 def apply_to_static(model, glob: Dict[str, Any], training: bool = True):
-    """``Global.to_static: True``: compile ``model``'s forward with ``paddle.jit.to_static`` in place,
-    as PaddleClas's ``apply_to_static``. Training on CPU turns oneDNN off: Paddle 3.3's static
-    backward aborts in ``onednn_op.pool2d_grad``."""
+    """``Global.to_static: True``: compile ``model``'s forward with ``paddle.jit.to_static`` in
+    place, as PaddleClas's ``apply_to_static``. Training on CPU turns oneDNN off: Paddle 3.3's
+    static backward aborts in ``onednn_op.pool2d_grad``."""
     if not glob.get("to_static"):
         return model
     import paddle

@@ -13,7 +13,8 @@ from ..errors import ConfigError, TrainingError
 from ..utils import dist
 from ..utils.logger import get_logger, logger
 from ..utils.fileio import atomic_write, ensure_writable_dir
-from .hooks import CheckpointHook, EvalHook, LoggerHook, RankConsistencyHook, model_dir_of, read_train_log
+from .hooks import (CheckpointHook, EvalHook, LoggerHook, RankConsistencyHook, model_dir_of,
+                    read_train_log)
 from .trainer import Trainer
 
 RUN_MARKERS = ("train_log.jsonl",)
@@ -29,9 +30,10 @@ def prepare_output_dir(cfg: Dict[str, Any]) -> str:
             logger.info(f"output dir {out} holds an earlier demo run: starting over (a run on other data is "
                         f"never overwritten without -o Global.overwrite=True)")
         elif not glob.get("overwrite"):
-            raise TrainingError(f"output dir {out} already holds a run ({', '.join(used)}); resume with "
-                                f"-o Global.checkpoints={os.path.join(model_dir_of(cfg), 'latest')}, choose "
-                                f"another -o Global.output_dir=..., or pass -o Global.overwrite=True to start over")
+            raise TrainingError(
+                f"output dir {out} already holds a run ({', '.join(used)}); resume with "
+                f"-o Global.checkpoints={os.path.join(model_dir_of(cfg), 'latest')}, choose another "
+                f"-o Global.output_dir=..., or pass -o Global.overwrite=True to start over")
         for marker in used:
             os.remove(os.path.join(out, marker))
         shutil.rmtree(model_dir_of(cfg), ignore_errors=True)
@@ -52,13 +54,13 @@ def build_model_from_config(cfg: Dict[str, Any]):
     model = build_model(cfg["Arch"])
     if glob.get("pretrained_model"):
         # strict on everything retrieval uses; a classifier head (PaddleClas's FC) loads if it fits
-        path = load_pretrained(model, glob["pretrained_model"], strict=True, skip_prefixes=("head.",))["path"]
-        head = {k: v for k, v in model.state_dict().items() if k.startswith("head.")}
+        path = load_pretrained(model, glob["pretrained_model"], skip_prefixes=("head.",))["path"]
+        head = {k: list(v.shape) for k, v in model.state_dict().items() if k.startswith("head.")}
         if head:
             import paddle
 
             state = paddle.load(path)
-            fitting = {k: state[k] for k in head if k in state and list(state[k].shape) == list(head[k].shape)}
+            fitting = {k: state[k] for k in head if k in state and list(state[k].shape) == head[k]}
             model.set_state_dict(fitting)
             if fitting:  # load_pretrained has already logged the other tensors
                 logger.info(f"loaded {len(fitting)} classifier head tensors from {path} as well")
@@ -130,7 +132,8 @@ def build_trainer(cfg: Dict[str, Any]) -> Trainer:
         from ..loss.supervised import class_labels
 
         head = get(cfg, "Arch.Head", None)
-        class_labels([i for i in train_set.labels if i >= 0], head.get("class_num") if isinstance(head, dict) else None)
+        class_num = head.get("class_num") if isinstance(head, dict) else None
+        class_labels([i for i in train_set.labels if i >= 0], class_num)
 
     evaluator = None
     if glob["eval_during_train"]:

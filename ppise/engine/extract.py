@@ -14,11 +14,8 @@ from ..utils.logger import logger
 
 def extract_features(model, loader, normalize: bool = True, desc: str = "features", output_key: str = "features",
                      amp=None) -> Dict[str, np.ndarray]:
-    """Run ``model`` over ``loader``; return float32 feats/pids/cams/idx sorted by dataset index.
-
-    ``amp`` (``AmpSettings``) casts the forward pass when its eval flag is set. Padding indices
-    that even out the ranks' shards are dropped after gathering: each image comes back once.
-    """
+    """Run ``model`` over ``loader`` (under ``amp``'s eval autocast); float32 feats/pids/cams/idx
+    in dataset order, each image once (the padding that evens out the ranks' shards dropped)."""
     import paddle
 
     from .amp import autocast, to_float32

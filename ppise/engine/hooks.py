@@ -2,6 +2,7 @@
 in the order they run, with the reason for that order."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -59,12 +60,9 @@ def state_digest(trainer) -> dict:
 
 
 class RankConsistencyHook(Hook):
-    """Make, and prove, every rank hold the same weights and memory.
-
-    The gradient all-reduce keeps parameters equal and the gathered update keeps the memory
-    equal, but not BatchNorm statistics: those are averaged after each epoch, then digests of
-    every tensor are compared across ranks (checked, not assumed).
-    """
+    """Make, and prove, every rank hold the same weights and memory: BatchNorm statistics (which
+    neither the gradient all-reduce nor the gathered memory update cover) are averaged after each
+    epoch, then digests of every tensor are compared across ranks (checked, not assumed)."""
 
     def after_epoch(self, trainer) -> None:
         if dist.world_size() == 1:
@@ -165,16 +163,19 @@ class LoggerHook(Hook):
                     self.vdl.add_scalar(f"train/{key}", rec[key], trainer.global_iter)
         it = trainer.inner_iter + 1
         if it % self.every == 0 or it == trainer.iters_per_epoch:
-            ips = self.epoch_costs.all[2] / max(time.time() - self.window_start, 1e-9)  # images this epoch
+            images = self.epoch_costs.all[2]  # this epoch's, as window_start is
+            ips = images / max(time.time() - self.window_start, 1e-9)
             remaining = trainer.total_iters - trainer.global_iter
             per_iter = (time.time() - self.train_start) / max(1, self.iters_done)
-            losses = ", ".join(f"{k}: {rec[k]:.4f}" for k in ("loss", "loss_cc", "loss_lp", "alpha") if k in rec)
+            shown = ("loss", "loss_cc", "loss_lp", "alpha")
+            losses = ", ".join(f"{k}: {rec[k]:.4f}" for k in shown if k in rec)
             costs = self.window.means()
             self.window = CostMeter()
             logger.info(
                 f"[Train][Epoch {trainer.epoch}/{trainer.epochs}][Iter {it}/{trainer.iters_per_epoch}] lr: {rec.get('lr', 0):.6f}, "
-                f"{losses}, reader_cost: {costs['reader_cost']:.5f} s, batch_cost: {costs['batch_cost']:.5f} s, "
-                f"ips: {costs['ips']:.5f} samples/s, {ips:.1f} images/s, eta: {hms(remaining * per_iter)}"
+                f"{losses}, reader_cost: {costs['reader_cost']:.5f} s, "
+                f"batch_cost: {costs['batch_cost']:.5f} s, ips: {costs['ips']:.5f} samples/s, "
+                f"{ips:.1f} images/s, eta: {hms(remaining * per_iter)}"
             )
 
     def after_epoch(self, trainer) -> None:
@@ -183,7 +184,8 @@ class LoggerHook(Hook):
         for key, total in self.sums.items():
             record[key] = total / max(1, iters)
         # the last lr, and the batch size drawn (the sampler may use fewer identities than asked)
-        record.update({k: trainer.iter_record[k] for k in ("lr", "batch_size") if k in trainer.iter_record})
+        last = trainer.iter_record
+        record.update({k: last[k] for k in ("lr", "batch_size") if k in last})
         record["images_per_second"] = images / max(record.get("train_seconds", 0.0), 1e-9)
         record.update(self.epoch_costs.means())  # reader_cost, batch_cost (s/iteration), ips (samples/s)
         if not dist.is_main():
@@ -216,26 +218,22 @@ def hms(seconds: float) -> str:
 
 
 def read_train_log(out_dir: str) -> List[Dict[str, Any]]:
-    """The epoch records of ``out_dir/train_log.jsonl`` (none if absent; a line torn by a crash is skipped)."""
+    """The epoch records of ``out_dir/train_log.jsonl`` (none if absent; torn lines skipped)."""
     path = os.path.join(out_dir, "train_log.jsonl")
     if not os.path.isfile(path):
         return []
     records = []
     with open(path, encoding="utf-8") as f:
         for line in filter(str.strip, f):
-            try:
+            with contextlib.suppress(ValueError):
                 records.append(json.loads(line))
-            except ValueError:
-                continue
     return records
 
 
 class CheckpointHook(Hook):
-    """``latest`` every epoch, ``best_model`` on a new best mAP, ``epoch_N`` every ``period``.
-
-    It owns the best-model record (in its state and ``metrics_path``, eval_metrics.json) and
-    ends the run with a summary line. ``metrics_of(epoch)``: that epoch's evaluation or None.
-    """
+    """``latest`` every epoch, ``best_model`` on a new best mAP (``metrics_of(epoch)``: that epoch's
+    evaluation or None), ``epoch_N`` every ``period``; it owns the best-model record (its state and
+    ``metrics_path``) and ends the run with a summary line."""
 
     def __init__(self, model_dir: str, period: int, metrics_of: Callable[[int], Optional[Dict[str, Any]]],
                  metrics_path: str) -> None:

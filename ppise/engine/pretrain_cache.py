@@ -103,7 +103,7 @@ def _run_overrides(glob: Dict[str, Any], spec: PretrainSpec, run_dir: str) -> Li
 
 
 def _write_cache(weights: str, cache: str, info: Dict[str, Any]) -> int:
-    """Keep the backbone and neck of ``weights`` in ``cache``; ``cache.json`` says how it was made."""
+    """Keep the backbone and neck of ``weights`` in ``cache``; ``cache.json`` says how."""
     import paddle
 
     kept = {k: v for k, v in paddle.load(weights).items() if k.startswith(KEEP_PREFIXES)}

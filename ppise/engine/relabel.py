@@ -24,11 +24,8 @@ STAT_KEYS = ("num_clusters", "num_outliers", "ari", "nmi", "mixed_clusters", "su
 
 
 class Relabel:
-    """``relabel(net, epoch) -> (labels [N] int64, centroids [C, D] float32, stats)``.
-
-    ``extract_loader`` is un-augmented and sharded by rank; ``labels_dir`` keeps each epoch's
-    pseudo and true labels as ``epoch_N.npz`` (``Cluster.save_labels``); ``amp`` casts extraction.
-    """
+    """``relabel(net, epoch) -> (labels [N] int64, centroids [C, D] float32, stats)``;
+    ``labels_dir`` keeps each epoch's pseudo and true labels (``Cluster.save_labels``)."""
 
     def __init__(self, extract_loader, cluster_cfg: Dict[str, Any], labels_dir: Optional[str] = None, amp=None) -> None:
         self.extract_loader = extract_loader

@@ -145,7 +145,8 @@ class Trainer:
         self.scheduler.step()
         self.objective.update()
         self.iter_record = {k: float(v) for k, v in losses.items()}
-        self.iter_record.update(self.objective.metrics, loss=value, lr=float(self.optimizer.get_lr()),
+        self.iter_record.update(self.objective.metrics, loss=value,
+                                lr=float(self.optimizer.get_lr()),
                                 batch_size=int(images.shape[0]) * dist.world_size())
 
     # ------------------------------------------------------------------ save / resume

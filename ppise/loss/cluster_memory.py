@@ -14,10 +14,9 @@ towards the batch by momentum (``update``):
   M[y] <- normalise(m^n M[y] + (1 - m) sum_k m^(n-1-k) x_k), one segment sum. It agrees with
   ``ori`` to first order in (1 - m), not exactly (row cosine ~0.9998 after 20 batches).
 
-With ISE the support samples join the instances in this loss and in the update, as in the
-official ``ClusterContrastTrainerSupport`` (so a support can be the "hardest" sample of its
-cluster). The official update runs in backward, before ``optimizer.step``; ppise's objective
-calls :meth:`update` after the step with the same detached features: the same memory.
+With ISE the supports join the instances in this loss and in the update (so a support can be
+a cluster's "hardest" sample), as in the official ``ClusterContrastTrainerSupport``, whose update
+runs in backward; ppise updates after ``optimizer.step`` with the same detached features.
 """
 from __future__ import annotations
 
@@ -143,7 +142,7 @@ class ClusterMemoryLoss(nn.Layer):
         m = self.momentum
         order = np.argsort(lab, kind="stable")  # groups each cluster, batch order kept inside it
         uniq, start, counts = np.unique(lab[order], return_index=True, return_counts=True)
-        rows_idx = paddle.to_tensor(uniq, dtype="int64", place=x.place)  # the rows every mode updates
+        rows_idx = paddle.to_tensor(uniq, dtype="int64", place=x.place)  # rows every mode updates
         if self.update_mode == "ori":
             # Step k updates, for every cluster with more than k rows, its memory row with its
             # k-th x (a loop over positions only).
@@ -178,5 +177,6 @@ class ClusterMemoryLoss(nn.Layer):
         self.memory.stop_gradient = True
 
     def extra_repr(self) -> str:
-        return (f"clusters={self.num_clusters}, num_features={self.num_features}, temperature={self.temperature}, "
-                f"momentum={self.momentum}, update={self.update_mode}, weight={self.weight}")
+        return (f"clusters={self.num_clusters}, num_features={self.num_features}, "
+                f"temperature={self.temperature}, momentum={self.momentum}, "
+                f"update={self.update_mode}, weight={self.weight}")

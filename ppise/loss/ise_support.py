@@ -55,13 +55,9 @@ def pli_alpha(progress: Progress, base_lambda: float) -> float:
 
 @LOSSES.register
 class ISESupport(nn.Layer):
-    """Support-sample generator (PLI). No parameters.
-
-    Args:
-        topk: K, the number of nearest other clusters each instance is pushed towards (official: 1).
-        base_lambda: strength of the interpolation; alpha_t ends at base_lambda / 4 (official
-            ``--support_base_lambda``: 1.0, in both released training scripts).
-    """
+    """Support-sample generator (PLI), no parameters: each instance is pushed towards its ``topk``
+    nearest other clusters (official: 1); alpha_t ends at ``base_lambda`` / 4 (official
+    ``--support_base_lambda``: 1.0, in both released training scripts)."""
 
     def __init__(self, topk: int = 1, base_lambda: float = 1.0) -> None:
         super().__init__()
@@ -72,8 +68,9 @@ class ISESupport(nn.Layer):
         self.topk = int(topk)
         self.base_lambda = float(base_lambda)
 
-    def forward(self, features: paddle.Tensor, labels: paddle.Tensor, centroids: paddle.Tensor, progress: Progress,
-                similarity: Optional[paddle.Tensor] = None) -> Tuple[paddle.Tensor, paddle.Tensor, float]:
+    def forward(self, features: paddle.Tensor, labels: paddle.Tensor, centroids: paddle.Tensor,
+                progress: Progress, similarity: Optional[paddle.Tensor] = None
+                ) -> Tuple[paddle.Tensor, paddle.Tensor, float]:
         """Return ``(supports [B*K, D] unit rows, support_labels [B*K], alpha_t)``, sample-major.
 
         Gradients reach ``features`` through the supports, never the ``centroids`` (the momentum
@@ -86,13 +83,15 @@ class ISESupport(nn.Layer):
         num_clusters = int(centroids.shape[0])
         k = self.topk
         if k >= num_clusters:
-            raise TrainingError(f"ISESupport: Loss.Train ISESupport.topk={k} needs more than {k} clusters, "
-                                f"but clustering gave {num_clusters}; lower topk or relax Cluster.eps")
+            raise TrainingError(f"ISESupport: Loss.Train ISESupport.topk={k} needs more than {k} "
+                                f"clusters, but clustering gave {num_clusters}; lower topk or "
+                                f"relax Cluster.eps")
         labels = labels.reshape([-1]).astype("int64")
         lab_min, lab_max = int(labels.min()), int(labels.max())
         if lab_min < 0 or lab_max >= num_clusters:
             raise TrainingError(f"ISESupport: pseudo labels must lie in [0, {num_clusters}), got "
-                                f"[{lab_min}, {lab_max}] (outliers -1 must be dropped before training)")
+                                f"[{lab_min}, {lab_max}] (outliers -1 must be dropped before "
+                                f"training)")
         alpha = pli_alpha(progress, self.base_lambda)
         feats = F.normalize(features, p=2, axis=1)
         memory = centroids.detach().astype(feats.dtype)

@@ -53,8 +53,9 @@ class LabelPreservingLoss(nn.Layer):
         labels = labels.reshape([-1]).astype("int64")
         support_labels = support_labels.reshape([-1]).astype("int64")
         if supports.shape[0] != support_labels.shape[0] or features.shape[0] != labels.shape[0]:
-            raise ValueError(f"LabelPreservingLoss: {features.shape[0]} features / {labels.shape[0]} labels, "
-                             f"{supports.shape[0]} supports / {support_labels.shape[0]} support labels")
+            raise ValueError(f"LabelPreservingLoss: {features.shape[0]} features / "
+                             f"{labels.shape[0]} labels, {supports.shape[0]} supports / "
+                             f"{support_labels.shape[0]} support labels")
         if dist.world_size() > 1:
             supports = dist.all_gather_with_grad(supports)
             support_labels = dist.all_gather(support_labels)

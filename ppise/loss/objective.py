@@ -28,7 +28,8 @@ from .cluster_memory import ClusterMemoryLoss
 from .ise_support import ISESupport
 from .label_preserving import LabelPreservingLoss
 
-__all__ = ["Objective", "ClusterContrastObjective", "build_losses", "build_objective", "loss_entries"]
+__all__ = ["Objective", "ClusterContrastObjective", "build_losses", "build_objective",
+           "loss_entries"]
 
 
 def loss_entries(loss_cfg_list: Any, where: str = "Loss.Train") -> List[Tuple[str, Dict[str, Any], str]]:

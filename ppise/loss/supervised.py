@@ -65,8 +65,9 @@ class SupConLoss(nn.Layer):
     """Supervised contrastive loss (Khosla et al. 2020) over ``views`` adjacent rows per identity
     (a PK batch with ``sample_per_id == views``, as PaddleClas assumes)."""
 
-    def __init__(self, weight: float = 1.0, views: int = 16, temperature: float = 0.07, contrast_mode: str = "all",
-                 base_temperature: float = 0.07, normalize_feature: bool = True) -> None:
+    def __init__(self, weight: float = 1.0, views: int = 16, temperature: float = 0.07,
+                 contrast_mode: str = "all", base_temperature: float = 0.07,
+                 normalize_feature: bool = True) -> None:
         super().__init__()
         if not isinstance(views, int) or views < 1:
             raise ConfigError(f"SupConLoss: views must be an int >= 1, got {views!r}")
@@ -158,7 +159,7 @@ class SupervisedObjective(Objective):
         return cls(build_losses(loss_cfg_list, where=where))
 
     def reset(self, centroids: Optional[np.ndarray] = None) -> None:
-        """Nothing to reset: supervised training keeps no cluster memory (``update`` does nothing either)."""
+        """Nothing to reset: supervised training keeps no cluster memory (nor updates one)."""
 
     def losses(self, outputs: Dict[str, paddle.Tensor], labels: paddle.Tensor, progress: float = 0.0) -> Dict[str, paddle.Tensor]:
         labels = labels.reshape([-1]).astype("int64")
@@ -166,10 +167,10 @@ class SupervisedObjective(Objective):
         for name in self.names:
             layer = self.terms[name]
             key, term = SUPERVISED_LOSSES[name]
+            if key == "logits" and "logits" not in outputs:
+                raise ConfigError(f"Loss.Train.{name} needs class logits: give the model a classifier head "
+                                  f"(Arch.Head: {{name: FC, embedding_size: <Neck.num_features>, class_num: <train ids>}})")
             if key == "logits":
-                if "logits" not in outputs:
-                    raise ConfigError(f"Loss.Train.{name} needs class logits: give the model a classifier head (Arch.Head: "
-                                      f"{{name: FC, embedding_size: <Neck.num_features>, class_num: <train ids>}})")
                 logits = outputs["logits"]
                 if int(labels.max()) >= logits.shape[-1]:
                     raise ConfigError(f"Loss.Train.{name}: label {int(labels.max())} >= Arch.Head.class_num "

@@ -62,7 +62,8 @@ class TripletLossV2(nn.Layer):
 
     def forward(self, features: Union[paddle.Tensor, Dict[str, paddle.Tensor]], labels: paddle.Tensor) -> paddle.Tensor:
         if isinstance(features, dict) and self.feature_from not in features:
-            raise KeyError(f"TripletLossV2: output dict has no '{self.feature_from}' (keys: {sorted(features)})")
+            raise KeyError(f"TripletLossV2: output dict has no '{self.feature_from}' "
+                           f"(keys: {sorted(features)})")
         feats = features[self.feature_from] if isinstance(features, dict) else features
         if feats.ndim > 2:
             feats = paddle.flatten(feats, start_axis=1)
