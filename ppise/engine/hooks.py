@@ -163,7 +163,7 @@ class LoggerHook(Hook):
                     self.vdl.add_scalar(f"train/{key}", rec[key], trainer.global_iter)
         it = trainer.inner_iter + 1
         if it % self.every == 0 or it == trainer.iters_per_epoch:
-            images = self.epoch_costs.all[2]  # this epoch's, as window_start is
+            images = self.epoch_costs.all[2]  # since window_start, the start of the epoch
             ips = images / max(time.time() - self.window_start, 1e-9)
             remaining = trainer.total_iters - trainer.global_iter
             per_iter = (time.time() - self.train_start) / max(1, self.iters_done)
