@@ -1,6 +1,4 @@
-"""Mixed precision (PaddleClas's ``AMP:`` section) and ``Global.to_static`` for ppise.
-
-The section and its keys are PaddleClas's, plus ``dtype``::
+"""Mixed precision (PaddleClas's ``AMP:`` section, plus ``dtype``) and ``Global.to_static``.
 
     AMP:
       use_amp: True                  # optional; a present section means on unless this is False
@@ -9,35 +7,18 @@ The section and its keys are PaddleClas's, plus ``dtype``::
       use_promote: False             # paddle.amp.auto_cast(use_promote=...)
       use_fp16_test: False           # also cast eval-mode feature extraction (clustering, evaluation)
       level: O1                      # O1: listed ops in low precision; O2: the whole model (weights kept in float32 masters)
-      dtype: float16                 # float16 (GPU) | bfloat16 (GPU with bf16, or a CPU: see below)
+      dtype: float16                 # float16 (GPU) | bfloat16 (GPU with bf16)
 
-What stays float32, always: the model's outputs are cast to float32 before any loss, so the
-cluster memory, its momentum update, the ISE support samples and every loss run in float32.
-The memory is an exponential moving average of L2-normalised features updated with
-momentum 0.2 and read through a softmax at temperature 0.05: a low-precision copy would
-lose the small updates (bfloat16 keeps 8 bits of mantissa, so ``0.8 * m + 0.2 * f`` moves
-``m`` by less than its rounding step once features agree) and the 1/0.05 logits overflow
-float16's range when scaled. Checkpoints stay float32 (``paddle.amp.decorate(...,
-save_dtype='float32')``), so a run resumes with AMP on or off.
-
-float16 needs loss scaling (``paddle.amp.GradScaler``); bfloat16 has float32's exponent
-range and needs none. Both are for GPUs (and XPU / custom devices). On CPU, Paddle 3.3's
-``auto_cast`` does nothing ("amp_guard can only be enabled on CUDAPlace, XPUPlace, and
-CustomPlace") and dygraph has no bfloat16 CPU ``conv2d`` kernel (``float64, float32`` only),
-so an ``AMP`` section on CPU is accepted, logged and ignored: the run is float32, as a
-PaddleClas config with ``AMP`` run on CPU is in PaddleClas. (The development CPUs have no
-``avx512_bf16`` either: ``grep bf16 /proc/cpuinfo``.) The low-precision compute paths are
-coded here but untested (no GPU on the development machines); what is tested on CPU is the
-plumbing: settings, the float32 casts before the objective, the scaler, and O2 decoration.
-
-``Global.to_static: True`` compiles the model's forward with ``paddle.jit.to_static`` (as
-PaddleClas's ``apply_to_static``); parameters and checkpoint keys are unchanged.
+Model outputs are cast to float32 before any loss: the memory's momentum-0.2 updates of unit
+vectors fall below a bfloat16 rounding step, and the 1/0.05 logits overflow float16 when scaled.
+Checkpoints stay float32 (resume with AMP on or off). On CPU Paddle 3.3's ``auto_cast`` does
+nothing and has no bfloat16 ``conv2d``: the section is logged and ignored, the GPU paths untested.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Dict, Optional
 
 from ..config import _suggest
 from ..errors import ConfigError
@@ -62,10 +43,8 @@ class AmpSettings:
 
 
 def amp_settings(cfg: Dict[str, Any], device: Optional[str] = None) -> AmpSettings:
-    """Read and check the ``AMP`` section (absent or null: AMP off).
-
-    ``device`` (``cpu``, ``gpu:0``, ...; default ``Global.device``) refuses float16 on CPU.
-    """
+    """The checked ``AMP`` section (absent or null: off); on a ``cpu`` device (default
+    ``Global.device``) it is logged and off."""
     section = cfg.get("AMP")
     if section is None:
         return AmpSettings()
@@ -74,22 +53,19 @@ def amp_settings(cfg: Dict[str, Any], device: Optional[str] = None) -> AmpSettin
     for key in section:
         if key not in AMP_KEYS:
             raise ConfigError(f"unknown key AMP.{key}{_suggest(key, AMP_KEYS)}; keys: {', '.join(AMP_KEYS)}")
+    for key in ("use_amp", "use_dynamic_loss_scaling", "use_promote", "use_fp16_test"):
+        if not isinstance(section.get(key, False), bool):
+            raise ConfigError(f"AMP.{key} must be true or false, got {section[key]!r}")
     enabled = section.get("use_amp", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"AMP.use_amp must be true or false, got {enabled!r}")
-    level = section.get("level", "O1")
-    if level not in ("O1", "O2"):
-        raise ConfigError(f"AMP.level must be O1 or O2, got {level!r}")
-    dtype = section.get("dtype", "float16")
-    if dtype not in ("float16", "bfloat16"):
-        raise ConfigError(f"AMP.dtype must be float16 or bfloat16, got {dtype!r}")
+    level, dtype = section.get("level", "O1"), section.get("dtype", "float16")
+    for key, value, allowed in (("level", level, ("O1", "O2")),
+                                ("dtype", dtype, ("float16", "bfloat16"))):
+        if value not in allowed:
+            raise ConfigError(f"AMP.{key} must be {' or '.join(allowed)}, got {value!r}")
     device = str(device or (cfg.get("Global") or {}).get("device", "cpu"))
     scale = section.get("scale_loss", 1.0)
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
         raise ConfigError(f"AMP.scale_loss must be a positive number, got {scale!r}")
-    for key in ("use_dynamic_loss_scaling", "use_promote", "use_fp16_test"):
-        if not isinstance(section.get(key, False), bool):
-            raise ConfigError(f"AMP.{key} must be true or false, got {section[key]!r}")
     if enabled and device.startswith("cpu"):
         logger.warning(f"AMP ({dtype} {level}) ignored on CPU: Paddle's auto_cast acts on GPU/XPU/custom "
                        f"devices only and has no CPU bfloat16 conv kernel; this run is float32")
@@ -102,9 +78,9 @@ def amp_settings(cfg: Dict[str, Any], device: Optional[str] = None) -> AmpSettin
     )
 
 
-def autocast(amp: AmpSettings, is_eval: bool = False):
+def autocast(amp: Optional[AmpSettings], is_eval: bool = False):
     """Context for the model's forward pass: ``paddle.amp.auto_cast`` when AMP applies, else nothing."""
-    if not amp.enabled or (is_eval and not amp.eval):
+    if amp is None or not amp.enabled or (is_eval and not amp.eval):
         return contextlib.nullcontext()
     import paddle
 
@@ -112,7 +88,7 @@ def autocast(amp: AmpSettings, is_eval: bool = False):
 
 
 def to_float32(outputs: Any) -> Any:
-    """Cast floating tensors of a model output (tensor or dict) to float32 (see the module docstring)."""
+    """Float16 / bfloat16 tensors of a model output (tensor or dict) cast to float32."""
     import paddle
 
     if isinstance(outputs, dict):
@@ -123,11 +99,8 @@ def to_float32(outputs: Any) -> Any:
 
 
 def decorate(model, optimizer=None, amp: Optional[AmpSettings] = None):
-    """O2: ``paddle.amp.decorate`` the model (and optimizer, which keeps float32 master weights).
-
-    Checkpoints are saved in float32 either way. Returns ``(model, optimizer)``; O1 and
-    AMP off return them unchanged.
-    """
+    """O2: ``paddle.amp.decorate`` the model and optimizer (float32 masters and checkpoints);
+    O1 and AMP off return ``(model, optimizer)`` unchanged."""
     if amp is None or not amp.enabled or amp.level != "O2":
         return model, optimizer
     import paddle
@@ -138,13 +111,10 @@ def decorate(model, optimizer=None, amp: Optional[AmpSettings] = None):
 
 
 class AmpScaler:
-    """Backward and optimizer step with float16 loss scaling (``paddle.amp.GradScaler``), else plain.
-
-    ``state_dict``/``set_state_dict`` carry the dynamic scale across a resume (empty without scaling).
-    """
+    """Backward and optimizer step with float16 loss scaling (``paddle.amp.GradScaler``), else
+    plain; its state is the dynamic scale (empty without scaling)."""
 
     def __init__(self, amp: AmpSettings) -> None:
-        self.amp = amp
         self.scaler = None
         if amp.needs_scaling:
             import paddle
@@ -171,24 +141,15 @@ class AmpScaler:
 
 
 class Precision:
-    """How the trainer's step runs forward, backward and the optimizer step under the ``AMP`` settings.
-
-    The one object ``Trainer.run_step`` asks, so the loop has no AMP branches. With AMP off
-    (or inert, as on CPU) it is a plain float32 step. ``state_dict``/``set_state_dict``
-    carry the float16 loss scale across a resume and accept a checkpoint written with AMP
-    on or off: a scale saved by a float16 run is dropped by a run without scaling, and a
-    run that scales starts from ``scale_loss`` when the checkpoint has none.
-    """
+    """Forward, backward and optimizer step under the ``AMP`` settings, so ``Trainer.run_step``
+    has no AMP branches; a resume accepts checkpoints written with AMP on or off."""
 
     def __init__(self, amp: Optional[AmpSettings] = None) -> None:
         self.amp = amp or AmpSettings()
         self.scaler = AmpScaler(self.amp)
 
     def forward(self, model, inputs):
-        """The model's outputs, floating tensors cast to float32 *before* the objective sees them:
-        the cluster memory, its momentum update, the ISE supports and every loss stay float32
-        (module docstring: low precision would swallow the memory's small momentum updates and
-        overflow float16 with the 1/temperature logits)."""
+        """The model's outputs, cast to float32 before the objective sees them (see the module)."""
         with autocast(self.amp):
             outputs = model(inputs)
         return to_float32(outputs)
@@ -212,36 +173,27 @@ class Precision:
         self.scaler.set_state_dict(state)
 
 
-class AmpTrainStep:
-    """One whole training step with the ``AMP`` settings (benchmarks, tests; the trainer uses ``Precision``).
-
-    ``objective`` follows ppise's Objective contract (``losses(outputs, labels, progress)``
-    -> weighted ``loss_*`` tensors, ``update()`` after the optimizer step).
-    """
+class AmpTrainStep(Precision):
+    """One whole training step under ``amp`` (tests; ``Trainer.run_step`` makes the same calls)."""
 
     def __init__(self, model, objective, optimizer, amp: AmpSettings) -> None:
-        self.model, self.objective, self.optimizer, self.amp = model, objective, optimizer, amp
-        self.precision = Precision(amp)
-        self.scaler = self.precision.scaler
+        super().__init__(amp)
+        self.model, self.objective, self.optimizer = model, objective, optimizer
 
     def __call__(self, images, labels, progress: float) -> Dict[str, Any]:
-        outputs = self.precision.forward(self.model, images)
-        losses = self.objective.losses(outputs, labels, progress)
+        losses = self.objective.losses(self.forward(self.model, images), labels, progress)
         total = sum(losses.values())
-        self.precision.backward(total)
-        self.precision.step(self.optimizer)
+        self.backward(total)
+        self.step(self.optimizer)
         self.optimizer.clear_grad()
         self.objective.update()
         return dict(losses, loss=total)
 
 
 def apply_to_static(model, glob: Dict[str, Any], training: bool = True):
-    """``Global.to_static: True``: compile ``model``'s forward with ``paddle.jit.to_static`` (in place).
-
-    Training on CPU with oneDNN on aborts in Paddle 3.3's static backward
-    (``onednn_op.pool2d_grad raises dnnl::error``), so for training runs on CPU oneDNN is
-    switched off, with a warning. Returns the model.
-    """
+    """``Global.to_static: True``: compile ``model``'s forward with ``paddle.jit.to_static`` in
+    place, as PaddleClas's ``apply_to_static``. Training on CPU turns oneDNN off: Paddle 3.3's
+    static backward aborts in ``onednn_op.pool2d_grad``."""
     if not glob.get("to_static"):
         return model
     import paddle
@@ -254,9 +206,3 @@ def apply_to_static(model, glob: Dict[str, Any], training: bool = True):
     logger.info("Global.to_static: model forward compiled with paddle.jit.to_static")
     return model
 
-
-@contextlib.contextmanager
-def eval_precision(amp: Optional[AmpSettings]) -> Iterator[Callable]:
-    """For extraction: yields ``cast`` (to float32) and runs the body under the eval autocast."""
-    with autocast(amp or AmpSettings(), is_eval=True):
-        yield to_float32

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 from typing import Any, Dict
@@ -12,8 +13,8 @@ from ..errors import ConfigError, TrainingError
 from ..utils import dist
 from ..utils.logger import get_logger, logger
 from ..utils.fileio import atomic_write, ensure_writable_dir
-from .hooks import CheckpointHook, EvalHook, LoggerHook, RankConsistencyHook
-from .hooks.checkpoint import model_dir_of
+from .hooks import (CheckpointHook, EvalHook, LoggerHook, RankConsistencyHook, model_dir_of,
+                    read_train_log)
 from .trainer import Trainer
 
 RUN_MARKERS = ("train_log.jsonl",)
@@ -25,49 +26,23 @@ def prepare_output_dir(cfg: Dict[str, Any]) -> str:
     out = glob["output_dir"]
     used = [m for m in RUN_MARKERS if os.path.exists(os.path.join(out, m))]
     if used and not glob.get("checkpoints") and dist.is_main():
-        demo = is_demo_run(cfg)  # the README's first command, run again: start over, say so
-        if demo:
+        if is_demo_run(cfg):  # the README's first command, run again: start over, say so
             logger.info(f"output dir {out} holds an earlier demo run: starting over (a run on other data is "
                         f"never overwritten without -o Global.overwrite=True)")
         elif not glob.get("overwrite"):
             raise TrainingError(
                 f"output dir {out} already holds a run ({', '.join(used)}); resume with "
                 f"-o Global.checkpoints={os.path.join(model_dir_of(cfg), 'latest')}, choose another "
-                f"-o Global.output_dir=..., or pass -o Global.overwrite=True to start over"
-            )
+                f"-o Global.output_dir=..., or pass -o Global.overwrite=True to start over")
         for marker in used:
             os.remove(os.path.join(out, marker))
         shutil.rmtree(model_dir_of(cfg), ignore_errors=True)
     return ensure_writable_dir(out, "output dir (Global.output_dir)")
 
 
-def _trim_log(out_dir: str, last_epoch: int) -> None:
-    """On resume, drop log lines of epochs after the checkpoint (they will be redone)."""
-    import json
-
-    path = os.path.join(out_dir, "train_log.jsonl")
-    if not os.path.exists(path):
-        return
-    with open(path, encoding="utf-8") as f:
-        lines = [ln for ln in f if ln.strip()]
-    keep = []
-    for ln in lines:
-        try:
-            if json.loads(ln).get("epoch", 0) <= last_epoch:
-                keep.append(ln)
-        except ValueError:
-            continue  # a line torn by a crash
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        f.writelines(keep)
-
-
 def build_model_from_config(cfg: Dict[str, Any]):
-    """Build ``Arch`` and load ``Global.pretrained_model`` (PaddleClas-format weights work).
-
-    With ``Global.pretrained_model`` set, a backbone ``pretrained`` (True: ImageNet download, as
-    in PaddleClas's own configs, or a local file) is skipped: those weights would be overwritten
-    anyway (e.g. the UDA start: ``-o Global.pretrained_model=<supervised run>/RecModel/latest``).
-    """
+    """Build ``Arch`` and load ``Global.pretrained_model`` (PaddleClas-format weights work); a
+    backbone ``pretrained`` download is then skipped, as those weights would be overwritten."""
     from ..arch import build_model
     from ..utils.weights import load_pretrained
 
@@ -78,19 +53,17 @@ def build_model_from_config(cfg: Dict[str, Any]):
         backbone["pretrained"] = False
     model = build_model(cfg["Arch"])
     if glob.get("pretrained_model"):
-        # strict on everything retrieval uses; a classifier head (PaddleClas's FC) may differ
-        report = load_pretrained(model, glob["pretrained_model"], strict=True, skip_prefixes=("head.",))
-        head_keys = [k for k in model.state_dict() if k.startswith("head.")]
-        if head_keys:  # a classifier head loads when the file has a matching one
+        # strict on everything retrieval uses; a classifier head (PaddleClas's FC) loads if it fits
+        path = load_pretrained(model, glob["pretrained_model"], skip_prefixes=("head.",))["path"]
+        head = {k: list(v.shape) for k, v in model.state_dict().items() if k.startswith("head.")}
+        if head:
             import paddle
 
-            state = paddle.load(report["path"])
-            own = model.state_dict()
-            fitting = {k: state[k] for k in head_keys if k in state and list(state[k].shape) == list(own[k].shape)}
+            state = paddle.load(path)
+            fitting = {k: state[k] for k in head if k in state and list(state[k].shape) == head[k]}
             model.set_state_dict(fitting)
-            report["loaded"] += len(fitting)
             if fitting:  # load_pretrained has already logged the other tensors
-                logger.info(f"loaded {len(fitting)} classifier head tensors from {report['path']} as well")
+                logger.info(f"loaded {len(fitting)} classifier head tensors from {path} as well")
     from ..utils.device import tune_cpu_threads
 
     tune_cpu_threads(model, glob)  # Global.cpu_threads null on CPU: threads by model size (logged)
@@ -152,14 +125,15 @@ def build_trainer(cfg: Dict[str, Any]) -> Trainer:
     apply_to_static(model, glob, training=True)  # Global.to_static; relabel and eval run the same compiled forward
     wrapped = paddle.DataParallel(model) if dist.world_size() > 1 else model
     relabel = None
-    if not objective.needs_clusters:  # trained on the true identities: the classifier must have one row each
-        from ..loss.supervised import class_labels
-
-        ids = [i for i in train_set.labels if i >= 0]
-        class_labels(ids, get(cfg, "Arch.Head.class_num", None) if isinstance(get(cfg, "Arch.Head", None), dict) else None)
     if objective.needs_clusters:
         labels_dir = os.path.join(out_dir, "pseudo_labels") if cfg["Cluster"].get("save_labels") else None
         relabel = Relabel(_extract_loader(cfg), cfg["Cluster"], labels_dir, amp=amp)
+    else:  # trained on the true identities: the classifier must have one row each
+        from ..loss.supervised import class_labels
+
+        head = get(cfg, "Arch.Head", None)
+        class_num = head.get("class_num") if isinstance(head, dict) else None
+        class_labels([i for i in train_set.labels if i >= 0], class_num)
 
     evaluator = None
     if glob["eval_during_train"]:
@@ -197,5 +171,9 @@ def resume(trainer: Trainer, path: str, out_dir: str) -> None:
         logger.warning(f"{used} holds {done} epochs in {trainer.global_iter} steps, but DataLoader.Train.sampler."
                        f"iters_per_epoch is now {iters}: the ISE schedule continues from step {done * iters}")
         trainer.global_iter = done * iters
-    _trim_log(out_dir, done)
+    log = os.path.join(out_dir, "train_log.jsonl")
+    if os.path.exists(log):  # drop the epochs after the checkpoint: they will be redone
+        kept = [r for r in read_train_log(out_dir) if r.get("epoch", 0) <= done]
+        with atomic_write(log, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
     logger.info(f"resumed from {used}: epoch {done} done, global step {trainer.global_iter}")

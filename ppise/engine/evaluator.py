@@ -24,25 +24,10 @@ def build_eval_loader(cfg: Dict[str, Any], split: str):
     where = f"DataLoader.Eval.{split}"
     section = get(cfg, where)
     dataset = build_dataset(section, where)
-    sampler = build_sampler(
-        section.get("sampler") or {"name": "BatchSampler", "batch_size": 64},
-        dataset.labels,
-        dataset.cameras,
-        where=f"{where}.sampler",
-        rank=dist.rank(),
-        world_size=dist.world_size(),
-    )
+    sampler = build_sampler(section.get("sampler") or {"name": "BatchSampler", "batch_size": 64},
+                            dataset.labels, dataset.cameras, where=f"{where}.sampler",
+                            rank=dist.rank(), world_size=dist.world_size())
     return build_dataloader(dataset, sampler, section.get("loader")), dataset
-
-
-def retrieval_metrics(query: Dict[str, np.ndarray], gallery: Dict[str, np.ndarray], cfg: Dict[str, Any]) -> Dict[str, Any]:
-    from ..metric import evaluate, topk_from_config
-
-    topk = topk_from_config(get(cfg, "Metric.Eval", None))
-    return evaluate(
-        query["feats"], gallery["feats"], query["pids"], gallery["pids"], query["cams"], gallery["cams"],
-        protocol=cfg["Global"]["eval_protocol"], topk=topk, block_size=int(cfg["Global"].get("sim_block_size", 64)),
-    )
 
 
 def save_features(out_dir: str, query: Dict[str, np.ndarray], gallery: Dict[str, np.ndarray], qset, gset) -> None:
@@ -65,7 +50,10 @@ def format_table(metrics: Dict[str, Any]) -> str:
 
 def evaluate_model(model, cfg: Dict[str, Any], loaders: Optional[Dict[str, Any]] = None, save_dir: Optional[str] = None,
                    amp=None) -> Dict[str, Any]:
-    """Extract query and gallery features with ``model`` (``amp``: AmpSettings of the extraction) and compute retrieval metrics."""
+    """Extract query and gallery features with ``model`` (``amp``: AmpSettings of the extraction)
+    and compute retrieval metrics."""
+    from ..metric import evaluate, topk_from_config
+
     glob = cfg["Global"]
     if loaders is None:
         loaders = {split: build_eval_loader(cfg, split) for split in ("Query", "Gallery")}
@@ -74,7 +62,10 @@ def evaluate_model(model, cfg: Dict[str, Any], loaders: Optional[Dict[str, Any]]
     (qloader, qset), (gloader, gset) = loaders["Query"], loaders["Gallery"]
     query = extract_features(model, qloader, normalize=normalize, desc="query", output_key=key, amp=amp)
     gallery = extract_features(model, gloader, normalize=normalize, desc="gallery", output_key=key, amp=amp)
-    metrics = retrieval_metrics(query, gallery, cfg)
+    metrics = evaluate(query["feats"], gallery["feats"], query["pids"], gallery["pids"],
+                       query["cams"], gallery["cams"], protocol=glob["eval_protocol"],
+                       block_size=int(glob.get("sim_block_size", 64)),
+                       topk=topk_from_config(get(cfg, "Metric.Eval", None)))
     if save_dir and dist.is_main():
         save_features(save_dir, query, gallery, qset, gset)
         logger.info(f"saved query/gallery features to {save_dir}")

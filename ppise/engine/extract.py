@@ -14,24 +14,18 @@ from ..utils.logger import logger
 
 def extract_features(model, loader, normalize: bool = True, desc: str = "features", output_key: str = "features",
                      amp=None) -> Dict[str, np.ndarray]:
-    """Run ``model`` over ``loader``; return feats/pids/cams/idx sorted by dataset index.
-
-    ``amp`` (``ppise.engine.amp.AmpSettings``) casts the forward pass when its eval flag is
-    set; features come back float32 either way.
-
-    Each rank sees its shard of the batch sampler; padding indices repeated to even out
-    shards are dropped after gathering, so the result is the whole dataset exactly once.
-    """
+    """Run ``model`` over ``loader`` (under ``amp``'s eval autocast); float32 feats/pids/cams/idx
+    in dataset order, each image once (the padding that evens out the ranks' shards dropped)."""
     import paddle
 
-    from .amp import eval_precision
+    from .amp import autocast, to_float32
 
     was_training = model.training
     model.eval()
     feats, pids, cams, idxs = [], [], [], []
     start = time.time()
     total = len(loader)
-    with paddle.no_grad(), extraction_threads(), eval_precision(amp) as to_float32:
+    with paddle.no_grad(), extraction_threads(), autocast(amp, is_eval=True):
         for i, (images, pid, cam, idx) in enumerate(loader):
             out = model(images)
             feat = to_float32(out[output_key] if isinstance(out, dict) else out)
@@ -43,12 +37,9 @@ def extract_features(model, loader, normalize: bool = True, desc: str = "feature
                 logger.info(f"extract {desc}: batch {i + 1}/{total} ({time.time() - start:.1f}s)")
     if was_training:
         model.train()
-    local = {
-        "feats": np.concatenate(feats) if feats else np.zeros((0, 1), np.float32),
-        "pids": np.concatenate(pids).astype(np.int64) if pids else np.zeros(0, np.int64),
-        "cams": np.concatenate(cams).astype(np.int64) if cams else np.zeros(0, np.int64),
-        "idx": np.concatenate(idxs).astype(np.int64) if idxs else np.zeros(0, np.int64),
-    }
+    local = {"feats": np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)}
+    for key, parts in (("pids", pids), ("cams", cams), ("idx", idxs)):
+        local[key] = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
     merged = {k: np.concatenate(dist.all_gather_object(v)) for k, v in local.items()}
     _, first = np.unique(merged["idx"], return_index=True)  # drop shard padding, sort by index
     result = {k: v[first] for k, v in merged.items()}

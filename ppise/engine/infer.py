@@ -10,10 +10,8 @@
       PostProcess: null                    # or {name: Topk, topk: 5, gallery: ./dataset/bounding_box_test}
       save_features: null                  # a .npz path: paths + features
 
-Without a gallery each image gives its feature (``Global.feature_normalize``: L2-normalised);
-with ``PostProcess: {name: Topk, gallery: ...}`` (or ``Infer.gallery``) each image gives its
-``topk`` most similar gallery images by cosine similarity. ``Global.infer_imgs`` is read
-when ``Infer.infer_imgs`` is absent. Decoding and default transforms equal the evaluation
+Each image gives its feature, or with a gallery (``PostProcess`` or ``Infer.gallery``) its
+``topk`` gallery images by cosine. Decoding and default transforms equal the evaluation
 datasets', so a query's features here equal ``tools/eval.py``'s for the same weights.
 """
 from __future__ import annotations
@@ -103,13 +101,6 @@ def build_infer_transform(ops: Optional[List[Dict[str, Any]]], where: str = "Inf
     return build_transforms(kept, where)
 
 
-def image_features(model, images, transform, batch_size: int, normalize: bool = True, amp=None) -> np.ndarray:
-    """Float32 features of ``images`` (an ``ppise.deploy.images.ImageList``) in their order."""
-    out = extract_features(model, ImageBatches(images, transform, batch_size), normalize=normalize,
-                           desc="infer", amp=amp)
-    return out["feats"]
-
-
 def top_k(query: np.ndarray, gallery: np.ndarray, k: int):
     """Indices and cosine scores of each query's ``k`` nearest gallery rows (L2-normalises both)."""
     from ..utils.arrays import l2_normalize
@@ -127,21 +118,23 @@ def run_infer(model, cfg: Dict[str, Any], amp=None) -> List[Dict[str, Any]]:
     settings = infer_settings(cfg)
     transform = build_infer_transform(settings["transforms"])
     normalize = bool(cfg["Global"].get("feature_normalize", True))
+
+    def features(images) -> np.ndarray:  # float32, in the order of the ImageList
+        loader = ImageBatches(images, transform, settings["batch_size"])
+        return extract_features(model, loader, normalize=normalize, desc="infer", amp=amp)["feats"]
+
     queries = list_images(settings["infer_imgs"], "Infer.infer_imgs")
-    feats = image_features(model, queries, transform, settings["batch_size"], normalize, amp)
+    feats = features(queries)
     logger.info(f"infer: {len(queries)} image(s) -> {feats.shape[1]}-d features")
-    results: List[Dict[str, Any]] = []
     if settings["gallery"]:
         gallery = list_images(settings["gallery"], "Infer.PostProcess.gallery")
-        gallery_feats = image_features(model, gallery, transform, settings["batch_size"], normalize, amp)
-        idx, scores = top_k(feats, gallery_feats, settings["topk"])
-        for q, path in enumerate(queries.paths):
-            results.append({"file": path, "topk": [
-                {"file": gallery.paths[g], "score": round(float(s), 6), "pid": int(gallery.pids[g])}
-                for g, s in zip(idx[q], scores[q])]})
+        idx, scores = top_k(feats, features(gallery), settings["topk"])
+        results = [{"file": path, "topk": [
+            {"file": gallery.paths[g], "score": round(float(s), 6), "pid": int(gallery.pids[g])}
+            for g, s in zip(idx[q], scores[q])]} for q, path in enumerate(queries.paths)]
     else:
-        for path, feat in zip(queries.paths, feats):
-            results.append({"file": path, "feature": [round(float(v), 6) for v in feat]})
+        results = [{"file": path, "feature": [round(float(v), 6) for v in feat]}
+                   for path, feat in zip(queries.paths, feats)]
     if settings.get("save_features"):
         path = settings["save_features"]
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

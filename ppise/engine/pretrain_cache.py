@@ -1,7 +1,5 @@
 """Pre-trained start made on first use: run a supervised pre-training once, cache its weights.
 
-A config names the weights it starts from and how to make them when they are missing::
-
     Global:
       pretrained_model: ./output/pretrain_demo/backbone.pdparams
       pretrained_from:                     # only used while pretrained_model is this cache and missing
@@ -9,16 +7,10 @@ A config names the weights it starts from and how to make them when they are mis
         cache: ./output/pretrain_demo/backbone.pdparams
         overrides: []                      # optional -o for the pre-training run
 
-``ensure_pretrained(cfg)`` (called before the trainer is built, like ``ensure_dataset``) does
-nothing when ``pretrained_model`` exists, is null (``-o Global.pretrained_model=null``: random
-start) or is another file than ``cache`` (``-o Global.pretrained_model=my.pdparams``: a missing
-file stays the usual "weights file not found" error, never a surprise training run). Otherwise
-it logs what it makes and why, runs the pre-training (``tools/train.py -c <config>`` in a child
-process: the pre-training's logger, seed and distributed state stay out of this run), keeps the
-backbone and neck of its last checkpoint in ``cache`` (atomic write, ``cache.json`` beside it
-says how it was made) and returns the path. Concurrent callers (two benchmark runs) wait on a
-file lock and the second reuses the first's file; in a distributed run rank 0 makes it and the
-other ranks wait at a barrier.
+A ``pretrained_model`` that is null or another file than ``cache`` is left alone (a missing
+file stays the usual "not found" error, never a surprise training run). The pre-training runs
+as a child ``tools/train.py`` so its logger, seed and process group stay out of this run;
+concurrent makers serialise on a file lock, and other ranks wait for rank 0 at a barrier.
 """
 from __future__ import annotations
 
@@ -32,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import ConfigError, TrainingError
 from ..utils import dist
+from ..utils.fileio import atomic_save, atomic_write
 from ..utils.logger import logger
 
 __all__ = ["ensure_pretrained", "PretrainSpec", "KEEP_PREFIXES"]
@@ -86,8 +79,7 @@ def _with_suffix(path: str) -> str:
 def subprocess_runner(config: str, overrides: List[str]) -> None:
     """``python tools/train.py -c config -o ...`` in a clean single-process environment."""
     cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "train.py"), "-c", config]
-    for o in overrides:
-        cmd += ["-o", o]
+    cmd += [arg for o in overrides for arg in ("-o", o)]
     env = {k: v for k, v in os.environ.items() if k not in _DIST_ENV}
     env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run(cmd, env=env)
@@ -110,40 +102,24 @@ def _run_overrides(glob: Dict[str, Any], spec: PretrainSpec, run_dir: str) -> Li
     return out + spec.overrides  # the spec's own overrides win
 
 
-def _last_weights(config: str, overrides: List[str]) -> str:
-    from ..config import get_config
-    from .hooks.checkpoint import model_dir_of
-
-    path = os.path.join(model_dir_of(get_config(config, overrides)), "latest.pdparams")
-    if not os.path.isfile(path):
-        raise TrainingError(f"the pre-training run finished without writing {path}")
-    return path
-
-
 def _write_cache(weights: str, cache: str, info: Dict[str, Any]) -> int:
+    """Keep the backbone and neck of ``weights`` in ``cache``; ``cache.json`` says how."""
     import paddle
 
-    state = paddle.load(weights)
-    kept = {k: v for k, v in state.items() if k.startswith(KEEP_PREFIXES)}
+    kept = {k: v for k, v in paddle.load(weights).items() if k.startswith(KEEP_PREFIXES)}
     if not kept:
         raise TrainingError(f"{weights} holds no {' / '.join(KEEP_PREFIXES)} weights to cache")
-    os.makedirs(os.path.dirname(os.path.abspath(cache)) or ".", exist_ok=True)
-    tmp = f"{cache}.tmp{os.getpid()}"
-    try:
-        paddle.save(kept, tmp)
-        os.replace(tmp, cache)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    info = dict(info, tensors=len(kept), source_weights=weights)
-    with open(cache + ".json.tmp", "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2)
-    os.replace(cache + ".json.tmp", cache + ".json")
+    atomic_save(kept, cache)
+    with atomic_write(cache + ".json", "w", encoding="utf-8") as f:
+        json.dump(dict(info, tensors=len(kept), source_weights=weights), f, indent=2)
     return len(kept)
 
 
 def _make(glob: Dict[str, Any], spec: PretrainSpec, cache: str, runner: Runner) -> None:
     import fcntl
+
+    from ..config import get_config
+    from .hooks import model_dir_of, read_train_log
 
     os.makedirs(os.path.dirname(os.path.abspath(cache)) or ".", exist_ok=True)
     with open(cache + ".lock", "w") as lock:
@@ -159,19 +135,15 @@ def _make(glob: Dict[str, Any], spec: PretrainSpec, cache: str, runner: Runner) 
         start = time.time()
         runner(spec.config, overrides)
         seconds = round(time.time() - start, 1)
-        weights = _last_weights(spec.config, overrides)
+        weights = os.path.join(model_dir_of(get_config(spec.config, overrides)), "latest.pdparams")
+        if not os.path.isfile(weights):
+            raise TrainingError(f"the pre-training run finished without writing {weights}")
         info = {"made_by": "ppise.engine.pretrain_cache", "config": spec.config, "overrides": overrides,
                 "config_digest": _config_digest(spec.config, overrides), "seconds": seconds,
                 "made_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        log = os.path.join(run_dir, "train_log.jsonl")
-        if os.path.isfile(log):
-            with open(log, encoding="utf-8") as f:
-                lines = [ln for ln in f if ln.strip()]
-            try:
-                last = json.loads(lines[-1]) if lines else {}
-                info["final"] = {k: last[k] for k in ("epoch", "mAP", "rank1", "loss") if k in last}
-            except ValueError:
-                pass
+        last = (read_train_log(run_dir) or [None])[-1]
+        if last is not None:
+            info["final"] = {k: last[k] for k in ("epoch", "mAP", "rank1", "loss") if k in last}
         n = _write_cache(weights, cache, info)
         logger.info(f"pre-trained weights ready: {cache} ({n} backbone/neck tensors, pre-training took {seconds:.0f}s"
                     + (f", source mAP {100 * info['final']['mAP']:.1f}" if "mAP" in info.get("final", {}) else "") + ")")
@@ -194,10 +166,8 @@ def _warn_if_stale(spec: PretrainSpec, cache: str, glob: Dict[str, Any]) -> None
 
 
 def ensure_pretrained(cfg: Dict[str, Any], runner: Optional[Runner] = None) -> Optional[str]:
-    """Make ``Global.pretrained_model`` from ``Global.pretrained_from`` when it is that cache and missing.
-
-    Returns the weights path the run will load (None for a random start).
-    """
+    """Make ``Global.pretrained_model`` from ``Global.pretrained_from`` when it is that cache and
+    missing; return the weights path the run will load (None for a random start)."""
     glob = cfg["Global"]
     target = glob.get("pretrained_model")
     raw = glob.get("pretrained_from")

@@ -24,15 +24,8 @@ STAT_KEYS = ("num_clusters", "num_outliers", "ari", "nmi", "mixed_clusters", "su
 
 
 class Relabel:
-    """``relabel(net, epoch) -> (labels [N] int64, centroids [C, D] float32, stats)``.
-
-    Args:
-        extract_loader: un-augmented loader over the training images (sharded by rank).
-        cluster_cfg: the validated ``Cluster`` section.
-        labels_dir: where ``epoch_N.npz`` (pseudo and true labels) is kept each epoch
-            (``Cluster.save_labels``), or None.
-        amp: ``ppise.engine.amp.AmpSettings`` for the extraction (features come back float32).
-    """
+    """``relabel(net, epoch) -> (labels [N] int64, centroids [C, D] float32, stats)``;
+    ``labels_dir`` keeps each epoch's pseudo and true labels (``Cluster.save_labels``)."""
 
     def __init__(self, extract_loader, cluster_cfg: Dict[str, Any], labels_dir: Optional[str] = None, amp=None) -> None:
         self.extract_loader = extract_loader
@@ -58,8 +51,10 @@ class Relabel:
                 f"epoch {epoch}: clustering found no cluster ({stats['num_outliers']} outliers of {len(labels)} images); "
                 f"raise Cluster.eps (now {cfg['eps']}), lower Cluster.min_samples "
                 f"(now {cfg['min_samples']}) or change Cluster.k1 (now {cfg['k1']})")
-        if self.labels_dir and dist.is_main():
-            save_labels(os.path.join(self.labels_dir, f"epoch_{epoch}.npz"), labels, true_ids)
+        if self.labels_dir and dist.is_main():  # with the true ids, for analysis of cluster errors
+            os.makedirs(self.labels_dir, exist_ok=True)
+            with atomic_write(os.path.join(self.labels_dir, f"epoch_{epoch}.npz"), "wb") as f:
+                np.savez(f, labels=labels, true_ids=true_ids)
         record = {k: stats[k] for k in STAT_KEYS if k in stats}
         record["cluster_seconds"] = time.time() - start
         logger.info(f"epoch {epoch}: {describe(stats)} ({record['cluster_seconds']:.1f}s)")
@@ -73,10 +68,3 @@ def describe(stats: Dict[str, Any]) -> str:
     if "knn_recall_estimate" in stats:
         text += f", kNN recall ~{stats['knn_recall_estimate']:.3f}" + (" (exact fallback)" if stats.get("knn_fallback_exact") else "")
     return text
-
-
-def save_labels(path: str, labels: np.ndarray, true_ids: np.ndarray) -> None:
-    """One epoch's pseudo labels with the true ids, for analysis of cluster errors."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with atomic_write(path, "wb") as f:
-        np.savez(f, labels=labels, true_ids=true_ids)

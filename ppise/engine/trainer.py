@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import TrainingError
 from ..utils import dist
 from ..utils.logger import logger
+from .amp import Precision
 
 
 class Hook:
@@ -50,25 +51,19 @@ class Hook:
 
 
 class Trainer:
-    """Holds the training state that hooks read.
+    """Runs the epochs and holds the training state that hooks read.
 
     Args:
         model: the network (possibly ``paddle.DataParallel``); ``net`` is the bare layer.
-        objective: a ``ppise.loss.Objective``.
         train_set: the training dataset (``labels`` are its true ids, ``images`` its files).
-        relabel: ``relabel(net, epoch) -> (labels, centroids, stats)``; only called when the
-            objective needs clusters.
+        relabel: ``relabel(net, epoch) -> (labels, centroids, stats)``, if the objective clusters.
         make_loader: ``make_loader(labels, epoch) -> iterable of (images, _, _, indices)``.
-        hooks: in execution order.
-        precision: a ``ppise.engine.amp.Precision`` (the ``AMP`` section's forward, backward and
-            step); default plain float32.
+        precision: the ``AMP`` section's forward, backward and step; default plain float32.
     """
 
     def __init__(self, model, optimizer, scheduler, objective, train_set, relabel: Optional[Callable],
                  make_loader: Callable, hooks: List[Hook], epochs: int, iters_per_epoch: int,
                  precision=None) -> None:
-        from .amp import Precision
-
         self.model = model
         self.net = getattr(model, "_layers", model)
         self.optimizer = optimizer
@@ -83,13 +78,10 @@ class Trainer:
         self.iters_per_epoch = int(iters_per_epoch)
         self.total_iters = self.epochs * self.iters_per_epoch
         self.start_epoch = 1
-        self.epoch = 0
-        self.inner_iter = 0
-        self.global_iter = 0
+        self.epoch = self.inner_iter = self.global_iter = 0
         self.labels: Optional[np.ndarray] = None
         self.epoch_record: Dict[str, Any] = {}  # this epoch's figures, for logging only
         self.iter_record: Dict[str, float] = {}
-        self.stop_requested = False
 
     def call(self, event: str) -> None:
         for hook in self.hooks:
@@ -114,16 +106,18 @@ class Trainer:
             self.call("before_epoch")
             self.model.train()
             start = time.time()
-            for self.inner_iter, (batch, read_start, reader_cost) in enumerate(timed(loader)):
+            batches = iter(loader)  # worker start-up: part of train_seconds, not of reader_cost
+            read_start = time.perf_counter()
+            for self.inner_iter, batch in enumerate(batches):
+                reader_cost = time.perf_counter() - read_start
                 self.run_step(batch)
                 # PaddleClas's log fields: waiting for the batch, and read start to after objective.update
                 self.iter_record.update(reader_cost=reader_cost, batch_cost=time.perf_counter() - read_start)
                 self.global_iter += 1
                 self.call("after_iter")
+                read_start = time.perf_counter()
             self.epoch_record["train_seconds"] = time.time() - start
             self.call("after_epoch")
-            if self.stop_requested:
-                break
         self.call("after_train")
 
     def progress(self) -> float:
@@ -151,10 +145,9 @@ class Trainer:
         self.scheduler.step()
         self.objective.update()
         self.iter_record = {k: float(v) for k, v in losses.items()}
-        self.iter_record.update(self.objective.metrics)
-        self.iter_record["loss"] = value
-        self.iter_record["lr"] = float(self.optimizer.get_lr())
-        self.iter_record["batch_size"] = int(images.shape[0]) * dist.world_size()
+        self.iter_record.update(self.objective.metrics, loss=value,
+                                lr=float(self.optimizer.get_lr()),
+                                batch_size=int(images.shape[0]) * dist.world_size())
 
     # ------------------------------------------------------------------ save / resume
     def state_dict(self) -> Dict[str, Any]:
@@ -185,18 +178,6 @@ class Trainer:
         for hook in self.hooks:
             hook.load_state_dict(training)
         set_rng_state(training.get("rng"))
-
-
-def timed(loader):
-    """Yield ``(batch, read_start, reader_cost)``: ``perf_counter`` before ``next`` and the seconds it took."""
-    batches = iter(loader)
-    while True:
-        start = time.perf_counter()
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        yield batch, start, time.perf_counter() - start
 
 
 def identity_classes(ids) -> np.ndarray:

@@ -14,14 +14,9 @@ towards the batch by momentum (``update``):
   M[y] <- normalise(m^n M[y] + (1 - m) sum_k m^(n-1-k) x_k), one segment sum. It agrees with
   ``ori`` to first order in (1 - m), not exactly (row cosine ~0.9998 after 20 batches).
 
-With ISE (``ppise.loss.objective.ClusterContrastObjective``) the support samples join the
-instances both in this loss and in the update, as in the official ``ClusterContrastTrainerSupport``
-(its update runs inside the memory's backward on the same concatenated inputs, so a support
-can be the "hardest" sample of its cluster).
-
-The official update runs in backward, before ``optimizer.step``, on the forward-time
-features; ppise's objective calls :meth:`update` after the step with the same detached
-features, which gives the same memory.
+With ISE the supports join the instances in this loss and in the update (so a support can be
+a cluster's "hardest" sample), as in the official ``ClusterContrastTrainerSupport``, whose update
+runs in backward; ppise updates after ``optimizer.step`` with the same detached features.
 """
 from __future__ import annotations
 
@@ -44,9 +39,7 @@ _UPDATES = ("ori", "hard", "mean")
 
 
 def _to_numpy(arr: ArrayLike) -> np.ndarray:
-    if isinstance(arr, paddle.Tensor):
-        return arr.detach().cpu().numpy()
-    return np.asarray(arr)
+    return arr.detach().cpu().numpy() if isinstance(arr, paddle.Tensor) else np.asarray(arr)
 
 
 @LOSSES.register
@@ -57,18 +50,11 @@ class ClusterMemoryLoss(nn.Layer):
         num_features: D, the feature size the memory must have.
         temperature: tau of the softmax (0.05 in cluster contrast and ISE).
         momentum: m of the memory update (ISE: 0.2 Market-1501, 0.1 MSMT17).
-        update: ``ori``, ``hard`` or ``mean`` (see module docstring).
-        weight: factor the engine applies to this loss (``forward`` returns it unweighted).
+        weight: factor the objective applies (``forward`` returns the loss unweighted).
     """
 
-    def __init__(
-        self,
-        num_features: int = 2048,
-        temperature: float = 0.05,
-        momentum: float = 0.2,
-        update: str = "hard",
-        weight: float = 1.0,
-    ) -> None:
+    def __init__(self, num_features: int = 2048, temperature: float = 0.05, momentum: float = 0.2,
+                 update: str = "hard", weight: float = 1.0) -> None:
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
             raise ConfigError(f"ClusterMemoryLoss: num_features must be an int >= 1, got {num_features!r}")
@@ -96,10 +82,8 @@ class ClusterMemoryLoss(nn.Layer):
         if arr.ndim != 2 or arr.shape[0] < 1:
             raise TrainingError(f"ClusterMemoryLoss.{what}: need a non-empty [C, D] array, got shape {arr.shape}")
         if arr.shape[1] != self.num_features:
-            raise ConfigError(
-                f"ClusterMemoryLoss.{what}: features have {arr.shape[1]} dims but "
-                f"Loss.Train.ClusterMemoryLoss.num_features is {self.num_features}"
-            )
+            raise ConfigError(f"ClusterMemoryLoss.{what}: features have {arr.shape[1]} dims but "
+                              f"Loss.Train.ClusterMemoryLoss.num_features is {self.num_features}")
         if not np.isfinite(arr).all():
             raise TrainingError(f"ClusterMemoryLoss.{what}: centroids contain NaN or Inf")
         return arr
@@ -131,9 +115,8 @@ class ClusterMemoryLoss(nn.Layer):
             raise ValueError(f"ClusterMemoryLoss: {n} inputs but {labels.shape[0]} labels")
         lab_min, lab_max = int(labels.min()), int(labels.max())
         if lab_min < 0 or lab_max >= self.num_clusters:
-            raise TrainingError(
-                f"ClusterMemoryLoss: labels must lie in [0, {self.num_clusters}), got [{lab_min}, {lab_max}]"
-            )
+            raise TrainingError(f"ClusterMemoryLoss: labels must lie in [0, {self.num_clusters}), "
+                                f"got [{lab_min}, {lab_max}]")
         return labels
 
     def similarity(self, inputs: paddle.Tensor) -> paddle.Tensor:
@@ -157,12 +140,12 @@ class ClusterMemoryLoss(nn.Layer):
         x = F.normalize(inputs.detach().astype("float32"), p=2, axis=1)
         lab = labels.numpy()
         m = self.momentum
+        order = np.argsort(lab, kind="stable")  # groups each cluster, batch order kept inside it
+        uniq, start, counts = np.unique(lab[order], return_index=True, return_counts=True)
+        rows_idx = paddle.to_tensor(uniq, dtype="int64", place=x.place)  # rows every mode updates
         if self.update_mode == "ori":
-            # Stable sort groups each cluster in batch order; step k updates, for every cluster
-            # with more than k rows, its memory row with its k-th x (a loop over positions only).
-            order = np.argsort(lab, kind="stable")
-            uniq, start, counts = np.unique(lab[order], return_index=True, return_counts=True)
-            rows_idx = paddle.to_tensor(uniq, dtype="int64", place=x.place)
+            # Step k updates, for every cluster with more than k rows, its memory row with its
+            # k-th x (a loop over positions only).
             new_rows = paddle.gather(self.memory, rows_idx)
             for k in range(int(counts.max())):
                 active = np.flatnonzero(counts > k)
@@ -171,9 +154,6 @@ class ClusterMemoryLoss(nn.Layer):
                 stepped = F.normalize(m * paddle.gather(new_rows, act) + (1.0 - m) * x_k, p=2, axis=1)
                 new_rows = paddle.scatter(new_rows, act, stepped, overwrite=True)
         elif self.update_mode == "mean":
-            # Stable sort groups each cluster while keeping batch order inside it.
-            order = np.argsort(lab, kind="stable")
-            uniq, start, counts = np.unique(lab[order], return_index=True, return_counts=True)
             rank = np.empty_like(order)
             rank[order] = np.arange(lab.size) - np.repeat(start, counts)  # k: position within its cluster
             group = np.searchsorted(uniq, lab)
@@ -183,19 +163,13 @@ class ClusterMemoryLoss(nn.Layer):
             seg = paddle.zeros([uniq.size, x.shape[1]], dtype="float32")
             seg = paddle.index_add(seg, paddle.to_tensor(group, place=x.place), 0, x * coef_t)
             keep = paddle.to_tensor(np.power(m, counts.astype(np.float64)).astype(np.float32), place=x.place)
-            rows_idx = paddle.to_tensor(uniq, dtype="int64", place=x.place)
             new_rows = keep.unsqueeze(1) * paddle.gather(self.memory, rows_idx) + seg
         else:
             own = paddle.gather(self.memory, labels)
             sim = (x * own).sum(axis=1).numpy()
-            # Sort by cluster, then similarity; ties keep batch order like np.argmin.
-            order = np.lexsort((sim, lab))
-            sorted_lab = lab[order]
-            first = np.ones(lab.size, dtype=bool)
-            first[1:] = sorted_lab[1:] != sorted_lab[:-1]
-            hardest = order[first]
-            uniq = lab[hardest]
-            rows_idx = paddle.to_tensor(uniq, dtype="int64", place=x.place)
+            # Least similar x of each cluster, clusters in ``uniq`` order; ties keep batch order
+            # like np.argmin.
+            hardest = np.lexsort((sim, lab))[start]
             x_hard = paddle.gather(x, paddle.to_tensor(hardest, dtype="int64", place=x.place))
             new_rows = m * paddle.gather(self.memory, rows_idx) + (1.0 - m) * x_hard
         new_rows = F.normalize(new_rows, p=2, axis=1)
@@ -203,8 +177,6 @@ class ClusterMemoryLoss(nn.Layer):
         self.memory.stop_gradient = True
 
     def extra_repr(self) -> str:
-        return (
-            f"clusters={self.num_clusters}, num_features={self.num_features}, temperature={self.temperature}, "
-            f"momentum={self.momentum}, update={self.update_mode}, "
-            f"weight={self.weight}"
-        )
+        return (f"clusters={self.num_clusters}, num_features={self.num_features}, "
+                f"temperature={self.temperature}, momentum={self.momentum}, "
+                f"update={self.update_mode}, weight={self.weight}")

@@ -1,10 +1,8 @@
 """ISESupport: implicit sample extension by progressive linear interpolation (PLI).
 
-ISE (Zhang et al., CVPR 2022) pushes each instance towards its nearest *other* clusters
-to create "support samples" that live on the cluster boundary. They keep the label of
-the instance they come from, so the cluster memory and the label-preserving loss learn
-from the boundary region that DBSCAN leaves ambiguous. It has no parameters and is part
-of the training objective (``Loss.Train: - ISESupport``), never of the model.
+ISE (Zhang et al., CVPR 2022) pushes each instance towards its nearest *other* clusters: the
+"support samples" keep its label, so the memory and the LP loss learn from the boundary that
+DBSCAN leaves ambiguous. A parameter-free part of the objective (``Loss.Train``), not the model.
 
 Formula (docs/design.md section 3), with f the L2-normalised model feature and M the cluster
 memory (unit rows)::
@@ -57,15 +55,9 @@ def pli_alpha(progress: Progress, base_lambda: float) -> float:
 
 @LOSSES.register
 class ISESupport(nn.Layer):
-    """Support-sample generator (PLI). No parameters.
-
-    Args:
-        topk: K, the number of nearest other clusters each instance is pushed towards
-            (official default 1).
-        base_lambda: strength of the interpolation; alpha_t ends at base_lambda / 4
-            (official ``--support_base_lambda`` default 1.0, also used by both released
-            training scripts).
-    """
+    """Support-sample generator (PLI), no parameters: each instance is pushed towards its ``topk``
+    nearest other clusters (official: 1); alpha_t ends at ``base_lambda`` / 4 (official
+    ``--support_base_lambda``: 1.0, in both released training scripts)."""
 
     def __init__(self, topk: int = 1, base_lambda: float = 1.0) -> None:
         super().__init__()
@@ -76,44 +68,31 @@ class ISESupport(nn.Layer):
         self.topk = int(topk)
         self.base_lambda = float(base_lambda)
 
-    def alpha(self, progress: Progress) -> float:
-        return pli_alpha(progress, self.base_lambda)
-
-    def forward(
-        self,
-        features: paddle.Tensor,
-        labels: paddle.Tensor,
-        centroids: paddle.Tensor,
-        progress: Progress,
-        similarity: Optional[paddle.Tensor] = None,
-    ) -> Tuple[paddle.Tensor, paddle.Tensor, float]:
+    def forward(self, features: paddle.Tensor, labels: paddle.Tensor, centroids: paddle.Tensor,
+                progress: Progress, similarity: Optional[paddle.Tensor] = None
+                ) -> Tuple[paddle.Tensor, paddle.Tensor, float]:
         """Return ``(supports [B*K, D] unit rows, support_labels [B*K], alpha_t)``, sample-major.
 
-        Gradients reach ``features`` through the supports; ``centroids`` are treated as
-        constants (they are the momentum memory, not a learned weight). ``similarity``
-        ([B, C], normalise(features) . centroids^T) may be passed when the caller already
-        computed it (the memory loss does): the nearest-cluster search then reuses it.
+        Gradients reach ``features`` through the supports, never the ``centroids`` (the momentum
+        memory). ``similarity`` ([B, C], normalise(features) . centroids^T), when the caller has
+        it, is reused by the nearest-cluster search.
         """
         if features.ndim != 2 or centroids.ndim != 2 or features.shape[1] != centroids.shape[1]:
-            raise ValueError(
-                f"ISESupport: features [B, D] and centroids [C, D] expected, got "
-                f"{list(features.shape)} and {list(centroids.shape)}"
-            )
+            raise ValueError(f"ISESupport: features [B, D] and centroids [C, D] expected, got "
+                             f"{list(features.shape)} and {list(centroids.shape)}")
         num_clusters = int(centroids.shape[0])
         k = self.topk
         if k >= num_clusters:
-            raise TrainingError(
-                f"ISESupport: Loss.Train ISESupport.topk={k} needs more than {k} clusters, but clustering gave "
-                f"{num_clusters}; lower topk or relax Cluster.eps"
-            )
+            raise TrainingError(f"ISESupport: Loss.Train ISESupport.topk={k} needs more than {k} "
+                                f"clusters, but clustering gave {num_clusters}; lower topk or "
+                                f"relax Cluster.eps")
         labels = labels.reshape([-1]).astype("int64")
         lab_min, lab_max = int(labels.min()), int(labels.max())
         if lab_min < 0 or lab_max >= num_clusters:
-            raise TrainingError(
-                f"ISESupport: pseudo labels must lie in [0, {num_clusters}), got [{lab_min}, {lab_max}] "
-                f"(outliers -1 must be dropped before training)"
-            )
-        alpha = self.alpha(progress)
+            raise TrainingError(f"ISESupport: pseudo labels must lie in [0, {num_clusters}), got "
+                                f"[{lab_min}, {lab_max}] (outliers -1 must be dropped before "
+                                f"training)")
+        alpha = pli_alpha(progress, self.base_lambda)
         feats = F.normalize(features, p=2, axis=1)
         memory = centroids.detach().astype(feats.dtype)
         batch, dim = feats.shape

@@ -6,23 +6,17 @@ With e_ij = exp(f_i . s_j / tau_lp) (f normalised, s unit supports)::
     neg_i  = sum_{g != y_i} max_{j : y_s[j] = g} e_ij           (hardest support per other identity)
     loss   = mean_i -log(pos_i / (pos_i + neg_i + 1e-6) + 1e-6)
 
-Batched: one [B, N] similarity matrix, a masked min for the positive and a segment max
-over support identities (supports sorted by identity, ``paddle.geometric.segment_max``)
-for the negatives. Numerically we work with logits l = f.s / tau and factor
-exp(c_i), c_i = max_j l_ij, out of numerator and denominator, so the value equals the
-formula above (the 1e-6 inside becomes 1e-6 * exp(-c_i)) without overflow for small tau.
+Batched: a masked min for the positive, a segment max over support identities for the
+negatives. exp(c_i), c_i = max_j f_i.s_j / tau, is factored out of numerator and denominator
+(the inner 1e-6 becomes 1e-6 exp(-c_i)): the same value, without overflow for small tau.
 
-The official ``CriterionLP`` takes the per-identity max by reshaping the negatives into
-rows of ``topk * num_instances``, which is only right for a P x K batch whose identities
-are contiguous and equal-sized (it falls back to summing *all* negatives otherwise). The
-segment max here gives the same value on such batches and the DESIGN value on any batch.
+The official ``CriterionLP`` takes the per-identity max by reshaping the negatives, which is
+only right for P x K batches of contiguous, equal-sized identities; the segment max gives the
+same value there and the formula's value on any batch.
 
-Under the launcher (N ranks) the supports and their labels are gathered from every rank
-(:func:`ppise.utils.dist.all_gather_with_grad`, gradients flowing back to the rank that owns
-each support), so each rank's anchors meet the whole global batch as in the official
-single-process (``nn.DataParallel``) trainer: the mean of the ranks' losses equals the loss
-of the global batch in one process. Every rank must hold the same number of supports (the
-P x K samplers split whole identities evenly).
+Under the launcher the supports are gathered from every rank (gradients flow back to their
+owner), so the mean of the ranks' losses equals the global batch's loss in one process, as in
+the official ``nn.DataParallel`` trainer. Every rank must hold the same number of supports.
 """
 from __future__ import annotations
 
@@ -52,22 +46,16 @@ class LabelPreservingLoss(nn.Layer):
         self.temperature = float(temperature)
         self.weight = float(weight)
 
-    def forward(
-        self,
-        features: paddle.Tensor,
-        supports: paddle.Tensor,
-        labels: paddle.Tensor,
-        support_labels: paddle.Tensor,
-    ) -> paddle.Tensor:
+    def forward(self, features: paddle.Tensor, supports: paddle.Tensor, labels: paddle.Tensor,
+                support_labels: paddle.Tensor) -> paddle.Tensor:
         """Unweighted LP loss of this rank's anchors against every rank's supports; every label
         of ``labels`` must have at least one support."""
         labels = labels.reshape([-1]).astype("int64")
         support_labels = support_labels.reshape([-1]).astype("int64")
         if supports.shape[0] != support_labels.shape[0] or features.shape[0] != labels.shape[0]:
-            raise ValueError(
-                f"LabelPreservingLoss: {features.shape[0]} features / {labels.shape[0]} labels, "
-                f"{supports.shape[0]} supports / {support_labels.shape[0]} support labels"
-            )
+            raise ValueError(f"LabelPreservingLoss: {features.shape[0]} features / "
+                             f"{labels.shape[0]} labels, {supports.shape[0]} supports / "
+                             f"{support_labels.shape[0]} support labels")
         if dist.world_size() > 1:
             supports = dist.all_gather_with_grad(supports)
             support_labels = dist.all_gather(support_labels)

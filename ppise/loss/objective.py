@@ -1,8 +1,6 @@
-"""Training objectives: everything on the loss side of a step, behind one small interface.
+"""Training objectives: the loss side of a step, so the trainer names no loss.
 
-The trainer asks the objective for a dict of weighted losses, sums it, backprops, steps and
-calls ``update``; it names no loss. An objective is assembled from the PaddleClas-style
-``Loss.Train`` list (``build_objective``)::
+An objective is assembled from the PaddleClas-style ``Loss.Train`` list (``build_objective``)::
 
     Loss:
       Train:
@@ -16,7 +14,6 @@ memory moves towards the rows [f; s] (gathered over ranks).
 """
 from __future__ import annotations
 
-import importlib.util
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -24,19 +21,46 @@ import paddle
 import paddle.nn as nn
 
 from ppise.errors import ConfigError
-from ppise.registry import OBJECTIVES
+from ppise.registry import LOSSES, OBJECTIVES
 from ppise.utils import dist
 
-from .builder import build_losses, loss_entries
 from .cluster_memory import ClusterMemoryLoss
 from .ise_support import ISESupport
 from .label_preserving import LabelPreservingLoss
 
-__all__ = ["Objective", "ClusterContrastObjective", "build_objective"]
+__all__ = ["Objective", "ClusterContrastObjective", "build_losses", "build_objective",
+           "loss_entries"]
+
+
+def loss_entries(loss_cfg_list: Any, where: str = "Loss.Train") -> List[Tuple[str, Dict[str, Any], str]]:
+    """``[(name, kwargs, config path)]`` of a PaddleClas loss list, checked for shape and duplicates."""
+    if loss_cfg_list is None:
+        return []
+    if not isinstance(loss_cfg_list, list):
+        raise ConfigError(f"{where} must be a list of '- LossName: {{...}}' entries, got {type(loss_cfg_list).__name__}")
+    entries: List[Tuple[str, Dict[str, Any], str]] = []
+    for i, entry in enumerate(loss_cfg_list):
+        path = f"{where}[{i}]"
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ConfigError(f"{path} must be a single-key mapping like '- ClusterMemoryLoss: {{weight: 1.0}}', got {entry!r}")
+        (name, kwargs), = entry.items()
+        kwargs = {} if kwargs is None else kwargs
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"{path}.{name} arguments must be a mapping, got {kwargs!r}")
+        if name in [e[0] for e in entries]:
+            raise ConfigError(f"{path}: loss '{name}' is listed twice in {where}")
+        entries.append((name, dict(kwargs), path))
+    return entries
+
+
+def build_losses(loss_cfg_list: Any, where: str = "Loss.Train") -> Dict[str, nn.Layer]:
+    """Return ``{name: loss layer}`` in config order; each layer carries its ``weight``."""
+    return {name: LOSSES.build({name: kwargs}, where=path) for name, kwargs, path in loss_entries(loss_cfg_list, where)}
+
 
 class Objective(nn.Layer):
-    """Base class. ``losses`` returns weighted losses keyed ``loss_*``; ``metrics`` holds the
-    last step's extra figures for logging (e.g. ``alpha``)."""
+    """``losses`` returns weighted losses keyed ``loss_*``; ``metrics`` holds the last step's
+    extra figures for logging (e.g. ``alpha``)."""
 
     needs_clusters: bool = True  # False: the trainer feeds the dataset's identities as classes 0..C-1
     components: Tuple[str, ...] = ()  # the Loss.Train names it is assembled from (register in OBJECTIVES)
@@ -71,7 +95,6 @@ class Objective(nn.Layer):
 class ClusterContrastObjective(Objective):
     """Cluster contrast (ClusterMemoryLoss), optionally with ISE supports and the LP loss."""
 
-    needs_clusters = True
     components = ("ClusterMemoryLoss", "ISESupport", "LabelPreservingLoss")
 
     def __init__(self, ClusterMemoryLoss: ClusterMemoryLoss, ISESupport: Optional[ISESupport] = None,  # noqa: N803
@@ -94,14 +117,13 @@ class ClusterContrastObjective(Objective):
         labels = labels.reshape([-1]).astype("int64")
         sim = self.memory.similarity(f)  # [B, C]: the memory logits, reused by the support search
         rows, row_labels = f, labels
-        losses: Dict[str, paddle.Tensor] = {}
         if self.support is not None:
             s, ys, alpha = self.support(f, labels, self.memory.memory, progress, similarity=sim)
             self.metrics["alpha"] = float(alpha)
             rows = paddle.concat([f, s.astype(f.dtype)], axis=0)
             row_labels = paddle.concat([labels, ys], axis=0)
             sim = paddle.concat([sim, self.memory.similarity(s)], axis=0)
-        losses["loss_cc"] = self.memory(rows, row_labels, similarity=sim) * self.memory.weight
+        losses = {"loss_cc": self.memory(rows, row_labels, similarity=sim) * self.memory.weight}
         if self.lp is not None:
             losses["loss_lp"] = self.lp(f, s, labels, ys) * self.lp.weight
         self._rows = (rows.detach(), row_labels)
@@ -113,9 +135,7 @@ class ClusterContrastObjective(Objective):
         if self._rows is None:
             return
         x, y = self._rows
-        if dist.world_size() > 1:
-            x, y = _gather(x), _gather(y)
-        self.memory.update(x, y)
+        self.memory.update(dist.all_gather(x), dist.all_gather(y))
         self._rows = None
 
     def state_dict(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:
@@ -126,27 +146,9 @@ class ClusterContrastObjective(Objective):
             self.memory.set_memory_state(state["memory"])
 
 
-def _gather(tensor: paddle.Tensor) -> paddle.Tensor:
-    """Concatenate a tensor from every rank in rank order (same shape on all ranks)."""
-    import paddle.distributed as pdist
-
-    parts: list = []
-    pdist.all_gather(parts, tensor)
-    return paddle.concat(parts, axis=0)
-
-
-def _load_optional_objectives() -> None:
-    """Objectives defined in other modules of this package (e.g. supervised.py) register on import."""
-    if importlib.util.find_spec("ppise.loss.supervised") is not None:
-        importlib.import_module("ppise.loss.supervised")
-
-
 def build_objective(loss_cfg_list: Any, where: str = "Loss.Train") -> Objective:
-    """The objective whose components are the names listed in ``Loss.Train``.
-
-    A list with ClusterMemoryLoss is a cluster-contrast objective; any other name in it is a
-    ConfigError naming its key (CELoss / SupConLoss need true labels, which this run has not).
-    """
+    """The objective whose components are the names listed in ``Loss.Train``; beside
+    ClusterMemoryLoss, a loss that needs true labels is a ConfigError naming its key."""
     entries = loss_entries(loss_cfg_list, where)
     names = [name for name, _, _ in entries]
     if not entries:
@@ -159,8 +161,7 @@ def build_objective(loss_cfg_list: Any, where: str = "Loss.Train") -> Objective:
                     f"{path}.{name} cannot be part of a cluster-contrast objective (training without labels); "
                     f"it takes only {', '.join(cls.components)}. Remove {path}, or train supervised without ClusterMemoryLoss")
         return cls.from_config(loss_cfg_list, where)
-    _load_optional_objectives()
-    for name in OBJECTIVES.names():
+    for name in OBJECTIVES.names():  # importing ppise.loss registered them all (supervised.py too)
         cls = OBJECTIVES.get(name)
         if set(names) <= set(cls.components):
             return cls.from_config(loss_cfg_list, where)

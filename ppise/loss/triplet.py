@@ -3,10 +3,9 @@
 For every anchor of a P x K batch: the farthest sample of its own identity (hardest
 positive) and the nearest sample of another identity (hardest negative), then the margin
 ranking hinge ``mean(max(0, d(a, p) - d(a, n) + margin))`` over anchors, with Euclidean
-distances (of L2-normalised features when ``normalize_feature``). Same keys as PaddleClas:
-``margin`` (default 0.5), ``normalize_feature`` (True), ``feature_from`` (``backbone``, the
-pre-neck embedding, or ``features``, the BNNeck output; PaddleClas's code spells it
-``feat_from``, both spellings work), the same defaults as PaddleClas. Returns an unweighted scalar; ``weight`` is applied by the objective.
+distances (of L2-normalised features when ``normalize_feature``). PaddleClas's keys and
+defaults; ``feature_from`` (PaddleClas's code: ``feat_from``, both work) is ``backbone``, the
+pre-neck embedding, or ``features``, the BNNeck output. Returns an unweighted scalar.
 """
 from __future__ import annotations
 
@@ -25,11 +24,8 @@ _FEATURE_KEYS = ("features", "backbone")
 
 
 def batch_hard_distances(feats: paddle.Tensor, labels: paddle.Tensor):
-    """``(dist_ap, dist_an)``, each ``[B]``: hardest positive and hardest negative distance per anchor.
-
-    An anchor without a positive other than itself gets ``d(a, a) = 0`` (clipped to 1e-6);
-    a batch of a single identity has no negative and is an error.
-    """
+    """``(dist_ap, dist_an)``, each ``[B]``: hardest positive and negative distance per anchor; an
+    anchor alone with its identity gets ``d(a, a) = 0``; a single-identity batch is an error."""
     labels = labels.reshape([-1])
     sq = (feats * feats).sum(axis=1, keepdim=True)
     d2 = sq + sq.t() - 2.0 * paddle.matmul(feats, feats, transpose_y=True)
@@ -64,15 +60,11 @@ class TripletLossV2(nn.Layer):
         # BNNeck output (the retrieval feature). A plain tensor input is used as it is.
         self.feature_from = source or "backbone"
 
-    def _features(self, x: Union[paddle.Tensor, Dict[str, paddle.Tensor]]) -> paddle.Tensor:
-        if not isinstance(x, dict):
-            return x
-        if self.feature_from in x:
-            return x[self.feature_from]
-        raise KeyError(f"TripletLossV2: output dict has no '{self.feature_from}' (keys: {sorted(x)})")
-
     def forward(self, features: Union[paddle.Tensor, Dict[str, paddle.Tensor]], labels: paddle.Tensor) -> paddle.Tensor:
-        feats = self._features(features)
+        if isinstance(features, dict) and self.feature_from not in features:
+            raise KeyError(f"TripletLossV2: output dict has no '{self.feature_from}' "
+                           f"(keys: {sorted(features)})")
+        feats = features[self.feature_from] if isinstance(features, dict) else features
         if feats.ndim > 2:
             feats = paddle.flatten(feats, start_axis=1)
         if self.normalize_feature:
