@@ -1,8 +1,7 @@
-"""Retrieval metrics (mAP, CMC rank-k / Recall@k, mINP) under two protocols.
+"""Retrieval metrics (mAP, CMC rank-k / Recall@k, mINP) under two protocols, by ``evaluate``.
 
-``evaluate(...)`` computes them; the small classes below only exist so a PaddleClas
-``Metric.Eval`` list (``- Recallk: {topk: [1, 5]}``, ``- mAP: {}``, ``- mINP: {}``) can be
-validated by name through ``ppise.registry.METRICS`` and its options read.
+The classes only let a PaddleClas ``Metric.Eval`` list (``- Recallk: {topk: [1, 5]}``,
+``- mAP: {}``) be validated by name through ``ppise.registry.METRICS`` and its options read.
 """
 from __future__ import annotations
 
@@ -11,13 +10,9 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 from ..errors import ConfigError
 from ..registry import METRICS
 from .evaluate import DEFAULT_TOPK, PROTOCOLS, MetricInputError, evaluate
-from .market_protocol import market_block_stats
-from .paddleclas_protocol import paddleclas_block_metrics
 
-__all__ = [
-    "evaluate", "topk_from_config", "build_eval_metrics", "MetricInputError", "PROTOCOLS",
-    "DEFAULT_TOPK", "market_block_stats", "paddleclas_block_metrics", "mAP", "Recallk", "mINP",
-]
+__all__ = ["evaluate", "topk_from_config", "build_eval_metrics", "MetricInputError", "PROTOCOLS",
+           "DEFAULT_TOPK", "mAP", "Recallk", "mINP"]
 
 
 class _RetrievalMetric:
@@ -60,19 +55,14 @@ class Recallk(_RetrievalMetric):
         return f"Recallk(topk={list(self.topk)})"
 
 
-def _eval_list(metric_cfg: Any) -> List[Any]:
-    if metric_cfg is None:
-        return []
-    if isinstance(metric_cfg, dict):  # the whole Metric section
-        metric_cfg = metric_cfg.get("Eval") or []
-    if not isinstance(metric_cfg, list):
-        raise ConfigError(f"Metric.Eval must be a list of metrics, got {metric_cfg!r}")
-    return metric_cfg
-
-
 def build_eval_metrics(metric_cfg: Any) -> List[_RetrievalMetric]:
-    """Instantiate every ``Metric.Eval`` entry; unknown names or options raise ConfigError."""
-    return [METRICS.build(spec, f"Metric.Eval.{i}") for i, spec in enumerate(_eval_list(metric_cfg))]
+    """Instantiate every ``Metric.Eval`` entry (or the whole ``Metric`` section's); unknown names
+    or options raise ConfigError."""
+    if isinstance(metric_cfg, dict):
+        metric_cfg = metric_cfg.get("Eval") or []
+    if metric_cfg is not None and not isinstance(metric_cfg, list):
+        raise ConfigError(f"Metric.Eval must be a list of metrics, got {metric_cfg!r}")
+    return [METRICS.build(spec, f"Metric.Eval.{i}") for i, spec in enumerate(metric_cfg or [])]
 
 
 def topk_from_config(metric_cfg_list: Optional[Any]) -> Tuple[int, ...]:

@@ -1,8 +1,7 @@
 """``evaluate``: check inputs, walk query blocks, dispatch to a protocol, aggregate.
 
-Queries are processed ``block_size`` at a time so only a [block, G] float32 similarity
-matrix (plus a few same-shape index arrays) lives at once: Market (3,368 x 19,732) and
-MSMT17 (11,659 x 82,161) never need a dense Q x G matrix.
+Queries go ``block_size`` at a time, so only a [block, G] similarity matrix lives at once
+(MSMT17 is 11,659 x 82,161).
 """
 from __future__ import annotations
 
@@ -102,27 +101,18 @@ def _market(qf, gf, qid, gid, qcam, gcam, topk, block_size) -> Dict[str, Any]:
 
 def _paddleclas(qf, gf, qid, gid, qcam, gcam, topk, block_size) -> Dict[str, Any]:
     num_q = qf.shape[0]
-    keys = ["mAP"] + [f"recall{k}" for k in topk] + ["mINP", "mINP_upstream"]
-    total = dict.fromkeys(keys, 0.0)
+    out: Dict[str, Any] = dict.fromkeys(["mAP"] + [f"rank{k}" for k in topk] + ["mINP", "mINP_upstream"], 0.0)
     num_valid = 0
     for s in _blocks(num_q, block_size):
-        block = paddleclas_block_metrics(
-            qf[s] @ gf.T, qid[s], gid,
-            None if qcam is None else qcam[s], gcam, topk)
+        block = paddleclas_block_metrics(qf[s] @ gf.T, qid[s], gid, None if qcam is None else qcam[s], gcam, topk)
         num_valid += block["num_valid"]
-        rows = s.stop - s.start
-        for key in keys:
-            total[key] += block[key] * rows / num_q  # PaddleClas: weight = block size / Q
+        for key in out:
+            out[key] += block[key] * (s.stop - s.start) / num_q  # PaddleClas: weight = block size / Q
     if num_valid < num_q:
         logger.warning(f"paddleclas protocol: {num_q - num_valid} of {num_q} queries have "
                        "no positive; PaddleClas drops them inside their block but still "
                        "weights blocks by size")
-    out: Dict[str, Any] = {"mAP": total["mAP"]}
-    out.update({f"rank{k}": total[f"recall{k}"] for k in topk})
-    out["mINP"] = total["mINP"]
-    out["mINP_upstream"] = total["mINP_upstream"]
-    out["num_valid_query"] = num_valid
-    return out
+    return {**out, "num_valid_query": num_valid}
 
 
 def evaluate(query_feats: Any, gallery_feats: Any, query_ids: Any, gallery_ids: Any,

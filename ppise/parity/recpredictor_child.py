@@ -2,11 +2,10 @@
 
     FLAGS_enable_pir_api=0 python -m ppise.parity.recpredictor_child CONFIG.yaml BATCH.npy OUT.npy
 
-The parent starts this with ``FLAGS_enable_pir_api=0`` in the environment: on Paddle 3.x,
-``RecPredictor`` calls ``enable_memory_optim()``, which fails on PIR models (Paddle issue
-#75496), while a legacy ``inference.pdmodel`` loads and runs when the flag is set before
-paddle is imported. The config is read with PaddleClas's own deploy config parser, so the
-predictor is constructed exactly as ``paddleclas/deploy/python/predict_rec.py`` does.
+The flag must be set before paddle is imported: on Paddle 3.x ``RecPredictor`` calls
+``enable_memory_optim()``, which fails on PIR models (Paddle issue #75496), while a legacy
+``inference.pdmodel`` runs. The config goes through PaddleClas's own deploy config parser,
+so the predictor is built exactly as ``paddleclas/deploy/python/predict_rec.py`` does.
 """
 from __future__ import annotations
 
@@ -23,11 +22,9 @@ def main(argv) -> int:
     from paddleclas.deploy.python.predict_rec import RecPredictor
     from paddleclas.deploy.utils.config import parse_config
 
-    config = parse_config(config_path)
-    predictor = RecPredictor(config)
-    batch = np.load(batch_path)
+    predictor = RecPredictor(parse_config(config_path))
     # RecPreProcess.transform_ops is empty: predict() stacks the given CHW arrays as they are.
-    feats = predictor.predict([img for img in batch])
+    feats = predictor.predict(list(np.load(batch_path)))
     np.save(out_path, np.asarray(feats, dtype=np.float32))
     return 0
 
