@@ -25,9 +25,6 @@ class _RetrievalMetric:
                 f"by similarity, highest first), got {descending!r}")
         self.descending = descending
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
 
 @METRICS.register
 class mAP(_RetrievalMetric):  # noqa: N801 - PaddleClas config name
@@ -50,9 +47,6 @@ class Recallk(_RetrievalMetric):
                 isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks):
             raise ConfigError(f"Metric.Eval Recallk.topk must be a positive int or a list of them, got {topk!r}")
         self.topk: Tuple[int, ...] = tuple(ks)
-
-    def __repr__(self) -> str:
-        return f"Recallk(topk={list(self.topk)})"
 
 
 def build_eval_metrics(metric_cfg: Any) -> List[_RetrievalMetric]:

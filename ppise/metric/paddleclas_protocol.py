@@ -2,24 +2,17 @@
 
 From ``ppcls/engine/evaluation/retrieval.py`` (non re-ranking branch) and the ``mAP``,
 ``Recallk`` and ``mINP`` classes of ``ppcls/metric/metrics.py`` (commits 5cc6c50c / 0375403d
-and 4cc1b004 / 01339105, the same logic in all four). Per block of ``sim_block_size`` queries:
-
-1. ``sim = q_block @ gallery.T`` in float32; ``keep = (q_id != g_id) | (q_cam != g_cam)``,
-   ``sim *= keep``: same-id-same-camera pairs are **zeroed, not removed** (they push down
-   every true match with a negative similarity). Junk (-1) is an ordinary negative; without
-   cameras nothing is masked.
-2. Rank by descending ``sim``; a positive is ``g_id == q_id and keep``; AP is precision@hit
-   over the full ranking (positions are gallery indices + 1).
-3. Queries with no positive are dropped *inside the block* (a block without any is NaN), and
-   ``metric = sum_b metric_b * B_b / Q``: blocks weigh by *size*, so results depend on the
-   block size whenever some queries have no positive.
+and 4cc1b004 / 01339105, the same logic in all four), per block of ``sim_block_size`` queries:
+same-id-same-camera pairs get similarity 0 and **stay ranked** (they push down every match with
+a negative similarity); junk (-1) is an ordinary negative; queries without a positive are
+dropped inside their block (a block without any is NaN); blocks weigh by their *size*, so
+results depend on the block size. AP counts positions over the whole zero-padded ranking.
 
 mINP: PaddleClas divides #positives by ``argmax(flag - flag / (j + 2))``, the 0-based index of
 the last positive (inf when it is 0; float32 makes late indices collide and argmax takes the
 first): that is ``mINP_upstream``; ``mINP`` divides by its 1-based rank, as intended.
 recall@k for k > G saturates where PaddleClas raises IndexError. Ties break by gallery order
-(stable sort; PaddleClas's ``paddle.argsort`` is kernel-dependent, but with continuous features
-ties occur only among zeroed non-positives). float64 here differs from PaddleClas by ~1e-7.
+(PaddleClas's unstable argsort only reorders zeroed non-positives). float64 here: ~1e-7 off.
 """
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """Command line of ``tools/parity_check.py``: run the sections, print the table.
 
-``model`` always runs first; its ``ModelResult`` (the weights as ppise checked them, the
-dygraph features) goes to every later section with the read-only context. A section that
-crashes becomes a FAIL row and the others still run, so the table is always complete. User
-mistakes found before any work (bad config, missing weights) are raised as ppise errors.
+``model`` always runs first; its ``ModelResult`` goes to every later section. A section that
+crashes becomes a FAIL row and the others still run; user mistakes found before any work (bad
+config, missing weights) are raised as ppise errors instead.
 """
 from __future__ import annotations
 

@@ -21,7 +21,6 @@ from .report import NOTE, Row
 
 EVAL_SPLITS = ("Query", "Gallery")
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SYNTHETIC_DEFAULTS = {"images_per_id": (4, 8), "cams_per_id": (2, 4)}
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,8 @@ def prepare_data(args: argparse.Namespace, work_dir: str) -> Tuple[str, Optional
     if dataset_present(root):  # a kept --work-dir: same seed and size give the same files
         return root, Row("setup", "data", "", "synthetic (reused)", status=NOTE,
                          detail=f"no --data: reused the synthetic Market-format set in {root}")
-    summary = make_synthetic_reid(root, num_ids=int(args.synthetic_ids), seed=int(args.seed), **SYNTHETIC_DEFAULTS)
+    summary = make_synthetic_reid(root, num_ids=int(args.synthetic_ids), seed=int(args.seed),
+                                  images_per_id=(4, 8), cams_per_id=(2, 4))
     counts = {k: v for k, v in summary.items() if k.startswith("num_")}
     return root, Row("setup", "data", "", f"synthetic, {args.synthetic_ids} ids", status=NOTE,
                      detail=f"no --data: generated a synthetic Market-format set in {root} ({counts})")

@@ -1,9 +1,13 @@
 """Deploy parity: ppise's legacy export in PaddleClas's ``RecPredictor``, in ppise's
-``deploy/python/predict_rec.py`` and in dygraph, features L2-normalised as both predictors give them.
+``deploy/python/predict_rec.py`` and in dygraph (features L2-normalised, as the predictors give).
 
 ``RecPredictor`` is fed the dygraph input arrays (``RecPreProcess.transform_ops: []``), so it
 measures the graph and the engine only; ``predict_rec.py`` reads the image files, as a user
 runs it. PaddleClas's deploy preprocessing ops get their own row on the same decoded pixels.
+
+``RecPredictor`` runs in a child (``python -m ppise.parity.deploy CONFIG.yaml BATCH.npy OUT.npy``)
+with ``FLAGS_enable_pir_api=0`` set before paddle loads: on Paddle 3.x its ``enable_memory_optim()``
+fails on PIR models (Paddle issue #75496), while a legacy ``inference.pdmodel`` runs.
 """
 from __future__ import annotations
 
@@ -45,17 +49,6 @@ def run_child(ctx: ParityContext, cmd: List[str], what: str, log_name: str,
     return proc
 
 
-def export_legacy(ctx: ParityContext, weights: str) -> str:
-    """``tools/export_model.py``'s export, format legacy, of the weights the model section checked."""
-    from ..deploy.export import export_model
-
-    cfg = copy.deepcopy(ctx.cfg)
-    out_dir = ctx.path("inference_legacy")
-    cfg["Global"].update(pretrained_model=weights, save_inference_dir=out_dir, export_format="legacy")
-    export_model(cfg)
-    return out_dir
-
-
 def run_recpredictor(ctx: ParityContext, model_dir: str) -> np.ndarray:
     """PaddleClas's ``RecPredictor``, configured as ``deploy/configs/inference_rec.yaml``."""
     args = ctx.args
@@ -67,13 +60,13 @@ def run_recpredictor(ctx: ParityContext, model_dir: str) -> np.ndarray:
         "RecPreProcess": {"transform_ops": []},
         "RecPostProcess": None,
     }
-    cfg_path, batch_path, out_path = (ctx.path(n) for n in ("recpredictor.yaml", "batch.npy", "recpredictor_feats.npy"))
-    with open(cfg_path, "w", encoding="utf-8") as f:
+    paths = [ctx.path(n) for n in ("recpredictor.yaml", "batch.npy", "recpredictor_feats.npy")]
+    with open(paths[0], "w", encoding="utf-8") as f:
         yaml.safe_dump(config, f, sort_keys=False)
-    np.save(batch_path, ctx.batch)
-    run_child(ctx, [sys.executable, "-m", "ppise.parity.recpredictor_child", cfg_path, batch_path, out_path],
-              "paddleclas RecPredictor (FLAGS_enable_pir_api=0)", "recpredictor.log", {"FLAGS_enable_pir_api": "0"})
-    return np.load(out_path)
+    np.save(paths[1], ctx.batch)
+    run_child(ctx, [sys.executable, "-m", "ppise.parity.deploy", *paths], "paddleclas RecPredictor "
+              "(FLAGS_enable_pir_api=0)", "recpredictor.log", {"FLAGS_enable_pir_api": "0"})
+    return np.load(paths[2])
 
 
 def run_predict_rec(ctx: ParityContext, model_dir: str) -> np.ndarray:
@@ -112,6 +105,8 @@ def paddleclas_preprocess(ctx: ParityContext) -> np.ndarray:
 
 
 def run_deploy_section(ctx: ParityContext, model: ModelResult) -> List[Row]:
+    from ..deploy.export import export_model
+
     n = len(ctx.image_paths)
     try:
         pc_arrays = paddleclas_preprocess(ctx)
@@ -120,9 +115,11 @@ def run_deploy_section(ctx: ParityContext, model: ModelResult) -> List[Row]:
                           "PaddleClas deploy/python/preprocess.py ops built from the config's evaluation "
                           "transform_ops (+ ToCHWImage) vs ppise's transforms, same decoded pixels")]
     except Exception as err:  # noqa: BLE001 - an op PaddleClas deploy lacks: say so, keep going
-        rows = [Row(SECTION, "preprocess", "n/a", "", status=NOTE,
-                    detail=f"PaddleClas's deploy ops cannot run this config's transforms ({type(err).__name__}: {err})")]
-    model_dir = export_legacy(ctx, model.weights)
+        rows = [Row(SECTION, "preprocess", "n/a", "", status=NOTE, detail="PaddleClas's deploy ops cannot run "
+                    f"this config's transforms ({type(err).__name__}: {err})")]
+    cfg, model_dir = copy.deepcopy(ctx.cfg), ctx.path("inference_legacy")  # tools/export_model.py, format legacy
+    cfg["Global"].update(pretrained_model=model.weights, save_inference_dir=model_dir, export_format="legacy")
+    export_model(cfg)
     rows.append(Row(SECTION, "export (legacy inference.pdmodel)", "", os.path.basename(model_dir), status=NOTE,
                     detail=f"ppise export_model, Global.export_format=legacy -> {model_dir}; RecPredictor runs it in a "
                            "child process with FLAGS_enable_pir_api=0 (its enable_memory_optim() fails on PIR models "
@@ -141,3 +138,21 @@ def run_deploy_section(ctx: ParityContext, model: ModelResult) -> List[Row]:
     for item, pc_text, pp_text, a, b in pairs:
         rows.append(array_row(SECTION, f"{item} ({a.shape[0]} images, L2-normed)", a, b, pc_text, pp_text))
     return rows
+
+
+def recpredictor_main(config_path: str, batch_path: str, out_path: str) -> None:
+    """The child: ``RecPredictor`` built from PaddleClas's own deploy config parser, as its
+    ``deploy/python/predict_rec.py`` does, on the preprocessed batch."""
+    from paddleclas.deploy.python.predict_rec import RecPredictor
+    from paddleclas.deploy.utils.config import parse_config
+
+    predictor = RecPredictor(parse_config(config_path))
+    # RecPreProcess.transform_ops is empty: predict() stacks the given CHW arrays as they are.
+    feats = predictor.predict(list(np.load(batch_path)))
+    np.save(out_path, np.asarray(feats, dtype=np.float32))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit("usage: python -m ppise.parity.deploy CONFIG.yaml BATCH.npy OUT.npy")
+    recpredictor_main(*sys.argv[1:])

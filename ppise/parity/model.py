@@ -30,20 +30,16 @@ class ModelResult:
 
 
 def build_paddleclas_model(cfg: Dict[str, Any], arch: Optional[Dict[str, Any]] = None):
-    """``paddleclas.ppcls.arch.build_model`` in eval mode on ``arch`` (default: the config's)."""
+    """``paddleclas.ppcls.arch.build_model`` on ``arch`` (default: the config's); forwards set eval mode."""
     from paddleclas.ppcls.arch import build_model
 
-    model = build_model({"Arch": arch or cfg["Arch"], "Global": {"device": cfg["Global"]["device"]}}, mode="eval")
-    model.eval()
-    return model
+    return build_model({"Arch": arch or cfg["Arch"], "Global": {"device": cfg["Global"]["device"]}}, mode="eval")
 
 
 def build_ppise_model(arch: Dict[str, Any], where: str = "Arch"):
     from ..arch import build_model
 
-    model = build_model(copy.deepcopy(arch), where=where, skip_backbone_pretrained=True)
-    model.eval()
-    return model
+    return build_model(copy.deepcopy(arch), where=where, skip_backbone_pretrained=True)
 
 
 def randomize_batchnorm(model, batch: np.ndarray, seed: int) -> int:
@@ -92,16 +88,11 @@ def forward_outputs(model, batch: np.ndarray) -> Dict[str, np.ndarray]:
     return {k: np.asarray(v.numpy()).reshape(v.shape[0], -1) for k, v in out.items() if k in OUTPUT_KEYS}
 
 
-def shapes(state: Dict[str, Any]) -> Dict[str, Tuple[int, ...]]:
-    """Key -> shape of a state dict (tensors or arrays)."""
-    return {k: tuple(int(d) for d in (v.shape if hasattr(v, "shape") else np.shape(v))) for k, v in state.items()}
-
-
 def key_report(file_state: Dict[str, Any], model_state: Dict[str, Any]) -> Dict[str, List]:
     """Strict comparison of a weights file with a model (state dicts)."""
-    fs, ms = shapes(file_state), shapes(model_state)
+    fs, ms = ({k: list(np.shape(v)) for k, v in state.items()} for state in (file_state, model_state))
     return {"missing": sorted(k for k in ms if k not in fs), "unexpected": sorted(k for k in fs if k not in ms),
-            "mismatched": sorted(f"{k} {list(fs[k])} vs {list(ms[k])}" for k in ms if k in fs and fs[k] != ms[k])}
+            "mismatched": sorted(f"{k} {fs[k]} vs {ms[k]}" for k in ms if k in fs and fs[k] != ms[k])}
 
 
 def report_text(rep: Dict[str, List]) -> str:
@@ -129,10 +120,7 @@ def strict_load_row(section: str, item: str, model, path: str, paddleclas: str, 
 
 
 def apply_perturbation(model, spec: str) -> str:
-    """``NAME[=DELTA]``: add DELTA (default 0.01) to element 0 of parameter/buffer NAME.
-
-    A self-test of the check: the ppise side then differs from paddleclas by one weight.
-    """
+    """``--perturb NAME[=DELTA]``, a self-test: add DELTA (default 0.01) to element 0 of tensor NAME."""
     import paddle
 
     name, _, delta = spec.partition("=")
@@ -190,12 +178,11 @@ def run_model_section(ctx: ParityContext) -> ModelResult:
                                 + (" (head.* skipped)" if skip else ""), skip_prefixes=skip, config_key="--weights"))
     if rows[-1].failed:
         return ModelResult(rows)
-    pc_state, pp_state = shapes(pc.state_dict()), shapes(pp.state_dict())
-    same = pc_state == pp_state
-    diff_keys = sorted(set(pc_state) ^ set(pp_state)) + sorted(
-        k for k in pc_state if k in pp_state and pc_state[k] != pp_state[k])
-    rows.append(check_row(SECTION, "state-dict keys and shapes", f"{len(pc_state)} tensors", f"{len(pp_state)} tensors",
-                          same, "" if same else f"differing keys: {', '.join(diff_keys[:8])}"))
+    rep = key_report(pc.state_dict(), pp.state_dict())
+    diff_keys = sorted(rep["missing"] + rep["unexpected"]) + [m.split()[0] for m in rep["mismatched"]]
+    rows.append(check_row(SECTION, "state-dict keys and shapes", f"{len(pc.state_dict())} tensors",
+                          f"{len(pp.state_dict())} tensors", not diff_keys,
+                          f"differing keys: {', '.join(diff_keys[:8])}" if diff_keys else ""))
     if ctx.args.perturb:
         what = apply_perturbation(pp, ctx.args.perturb)
         rows.append(Row(SECTION, "perturbation (self-test)", "", what, status=NOTE,
