@@ -109,12 +109,10 @@ def evaluate(query_feats: Any, gallery_feats: Any, query_ids: Any, gallery_ids: 
              query_cams: Optional[Any] = None, gallery_cams: Optional[Any] = None,
              protocol: str = "market", topk: Sequence[int] = DEFAULT_TOPK,
              block_size: int = 64) -> Dict[str, Any]:
-    """Retrieval metrics of query vs gallery features under ``protocol``.
+    """Retrieval metrics of query vs gallery features (dot product: L2-normalise for cosine).
 
-    Similarity is the dot product (pass L2-normalised features for cosine, as PaddleClas
-    does with Global.feature_normalize). Returns fractions in [0, 1]: ``mAP``,
-    ``rank{k}`` for each k, ``mINP``, plus ``protocol``, ``num_query``, ``num_gallery``,
-    ``num_valid_query`` (and ``mINP_upstream`` for ``paddleclas``, see that module).
+    Fractions in [0, 1]: ``mAP``, ``rank{k}``, ``mINP`` (and ``mINP_upstream`` for ``paddleclas``),
+    plus ``protocol``, ``num_query``, ``num_gallery``, ``num_valid_query``.
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"Global.eval_protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")

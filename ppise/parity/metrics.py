@@ -1,8 +1,6 @@
-"""Metrics parity: ppise's ``tools/eval.py -o Global.eval_protocol=paddleclas`` vs the
-independent ``metrics_reference``, on the features ``tools/eval.py`` saved.
-
-Also: those saved features of the checked images equal the model section's dygraph ones,
-and, as NOTE rows (or held to ``--expect-market``), the ``market`` protocol numbers.
+"""Metrics parity: ``tools/eval.py -o Global.eval_protocol=paddleclas`` vs the independent
+``metrics_reference`` on the features eval.py saved (which must equal the model section's),
+plus the ``market`` protocol numbers, as NOTE rows or held to ``--expect-market``.
 """
 from __future__ import annotations
 
@@ -32,8 +30,7 @@ KEY_MAP = (("mAP", "mAP"), ("recall1", "rank1"), ("recall5", "rank5"), ("recall1
 
 
 def run_eval_tool(ctx: ParityContext, weights: str) -> Dict[str, Any]:
-    """``tools/eval.py`` on the resolved config and the checked weights: its metrics and the
-    features it saved."""
+    """``tools/eval.py`` on the resolved config and checked weights: its metrics and saved features."""
     cfg_path, feats_dir, out_dir = ctx.path("parity_config.yaml"), ctx.path("eval_features"), ctx.path("eval")
     with open(cfg_path, "w", encoding="utf-8") as f:
         f.write(dump(ctx.cfg))

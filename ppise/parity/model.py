@@ -6,7 +6,6 @@ features, logits) is compared in eval mode on the same preprocessed images.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -34,12 +33,6 @@ def build_paddleclas_model(cfg: Dict[str, Any], arch: Optional[Dict[str, Any]] =
     from paddleclas.ppcls.arch import build_model
 
     return build_model({"Arch": arch or cfg["Arch"], "Global": {"device": cfg["Global"]["device"]}}, mode="eval")
-
-
-def build_ppise_model(arch: Dict[str, Any], where: str = "Arch"):
-    from ..arch import build_model
-
-    return build_model(copy.deepcopy(arch), where=where, skip_backbone_pretrained=True)
 
 
 def randomize_batchnorm(model, batch: np.ndarray, seed: int) -> int:
@@ -167,11 +160,13 @@ def _weights_row(ctx: ParityContext, pc) -> Tuple[str, Dict[str, Any], Row]:
 def run_model_section(ctx: ParityContext) -> ModelResult:
     import paddle
 
+    from ..arch import build_model
+
     paddle.seed(ctx.args.seed)
     pc = build_paddleclas_model(ctx.cfg)
     weights, file_state, row = _weights_row(ctx, pc)
     rows = [row]
-    pp = build_ppise_model(ctx.cfg["Arch"])
+    pp = build_model(ctx.cfg["Arch"], skip_backbone_pretrained=True)
     skip = ("head.",) if head_keys(pp.state_dict()) and not head_keys(file_state) else ()
     rows.append(strict_load_row(SECTION, "weights -> ppise RecModel (strict)", pp, weights, "",
                                 "{loaded} tensors, 0 missing, 0 unexpected, 0 shape"

@@ -81,11 +81,9 @@ def _fmt_num(x: Optional[float]) -> str:
 def format_table(rows: List[Row]) -> str:
     """Fixed-width text table, then numbered notes for rows that carry a detail."""
     notes = [r.detail for r in rows if r.detail]
-    body, n = [], 0
-    for r in rows:
-        n += bool(r.detail)
-        status = f"{r.status} [{n}]" if r.detail else r.status
-        body.append((r.section, r.item, r.paddleclas, r.ppise, _fmt_num(r.diff), _fmt_num(r.tol), status))
+    marks = iter(range(1, len(notes) + 1))
+    body = [(r.section, r.item, r.paddleclas, r.ppise, _fmt_num(r.diff), _fmt_num(r.tol),
+             f"{r.status} [{next(marks)}]" if r.detail else r.status) for r in rows]
     head = ("section", "check", "paddleclas", "ppise", "max|diff|", "tol", "result")
     widths = [max(len(c) for c in col) for col in zip(head, *body)]
     out = [" | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() for cells in [head, *body]]

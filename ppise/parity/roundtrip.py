@@ -16,8 +16,8 @@ from typing import Callable, List
 from ..config import get_config
 from ..errors import ConfigError
 from .context import REPO_ROOT, ParityContext
-from .model import (ModelResult, build_paddleclas_model, build_ppise_model, forward_outputs, head_keys, key_report,
-                    only_head_missing, randomize_batchnorm, report_text, strict_load_row)
+from .model import (ModelResult, build_paddleclas_model, forward_outputs, head_keys, key_report, only_head_missing,
+                    randomize_batchnorm, report_text, strict_load_row)
 from .report import NOTE, Row, array_row, check_row
 
 SECTION = "roundtrip"
@@ -25,7 +25,6 @@ DEFAULT_TRAIN_CONFIG = os.path.join(REPO_ROOT, "configs", "ise_market.yaml")
 
 
 def _features_row(ctx: ParityContext, item: str, paddleclas_feats, pp_model) -> Row:
-    """The paddleclas features against ``pp_model``'s on the same images."""
     return array_row(SECTION, f"features, {item} ({len(paddleclas_feats)} images)", paddleclas_feats,
                      forward_outputs(pp_model, ctx.batch)["features"])
 
@@ -103,13 +102,15 @@ def paddleclas_to_ppise(ctx: ParityContext, build_ise: Callable, pc) -> List[Row
 def run_roundtrip_section(ctx: ParityContext, model: ModelResult) -> List[Row]:
     import paddle
 
+    from ..arch import build_model
     from ..utils.weights import resolve_weights_path
 
     source = ctx.args.train_config or DEFAULT_TRAIN_CONFIG
     arch = get_config(source).get("Arch")
     if not isinstance(arch, dict):
         raise ConfigError(f"{source}: no Arch section to build the ppise ISE model from (--train-config)")
-    build_ise = functools.partial(build_ppise_model, arch, where="Arch (--train-config)")
+    build_ise = functools.partial(build_model, arch, where="Arch (--train-config)",
+                                  skip_backbone_pretrained=True)
     rows = [Row(SECTION, "ppise ISE model", "", f"Arch of {os.path.relpath(source)}", status=NOTE,
                 detail=f"ppise side built from {source} (Head {arch.get('Head', {}).get('name')}); PaddleClas side from "
                        f"{ctx.args.config}")]
