@@ -61,8 +61,5 @@ def build_eval_metrics(metric_cfg: Any) -> List[_RetrievalMetric]:
 
 def topk_from_config(metric_cfg_list: Optional[Any]) -> Tuple[int, ...]:
     """The ranks to report: (1, 5, 10) plus every ``Recallk.topk`` in ``Metric.Eval``."""
-    ks = set(DEFAULT_TOPK)
-    for metric in build_eval_metrics(metric_cfg_list):
-        if isinstance(metric, Recallk):
-            ks.update(metric.topk)
-    return tuple(sorted(ks))
+    recalls = [m.topk for m in build_eval_metrics(metric_cfg_list) if isinstance(m, Recallk)]
+    return tuple(sorted(set(DEFAULT_TOPK).union(*recalls)))
