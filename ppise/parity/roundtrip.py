@@ -121,8 +121,9 @@ def run_roundtrip_section(ctx: ParityContext, model: ModelResult) -> List[Row]:
         path = resolve_weights_path(ctx.args.weights, "--weights")
         heads = head_keys(paddle.load(path).keys())
         pp = build_ise()
+        loaded = "loaded" + (" (head.* dropped)" if heads else "")
         rows.append(strict_load_row(SECTION, "--weights -> ppise ISE model (strict)", pp, path,
-                                    f"{len(heads)} head tensors in file", "loaded" + (" (head.* dropped)" if heads else ""),
+                                    f"{len(heads)} head tensors in file", loaded,
                                     skip_prefixes=("head.",) if heads else (), config_key="--weights"))
         if not rows[-1].failed:
             rows.append(_features_row(ctx, "--weights: paddleclas vs ppise ISE", model.dygraph["paddleclas"], pp))
