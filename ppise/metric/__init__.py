@@ -1,8 +1,7 @@
-"""Retrieval metrics (mAP, CMC rank-k / Recall@k, mINP) under two protocols.
+"""Retrieval metrics (mAP, CMC rank-k / Recall@k, mINP) under two protocols, by ``evaluate``.
 
-``evaluate(...)`` computes them; the small classes below only exist so a PaddleClas
-``Metric.Eval`` list (``- Recallk: {topk: [1, 5]}``, ``- mAP: {}``, ``- mINP: {}``) can be
-validated by name through ``ppise.registry.METRICS`` and its options read.
+The classes only let a PaddleClas ``Metric.Eval`` list (``- Recallk: {topk: [1, 5]}``,
+``- mAP: {}``) be validated by name through ``ppise.registry.METRICS`` and its options read.
 """
 from __future__ import annotations
 
@@ -11,13 +10,9 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 from ..errors import ConfigError
 from ..registry import METRICS
 from .evaluate import DEFAULT_TOPK, PROTOCOLS, MetricInputError, evaluate
-from .market_protocol import market_block_stats
-from .paddleclas_protocol import paddleclas_block_metrics
 
-__all__ = [
-    "evaluate", "topk_from_config", "build_eval_metrics", "MetricInputError", "PROTOCOLS",
-    "DEFAULT_TOPK", "market_block_stats", "paddleclas_block_metrics", "mAP", "Recallk", "mINP",
-]
+__all__ = ["evaluate", "topk_from_config", "build_eval_metrics", "MetricInputError", "PROTOCOLS",
+           "DEFAULT_TOPK", "mAP", "Recallk", "mINP"]
 
 
 class _RetrievalMetric:
@@ -29,9 +24,6 @@ class _RetrievalMetric:
                 f"Metric.Eval {type(self).__name__}.descending must be true (ppise ranks "
                 f"by similarity, highest first), got {descending!r}")
         self.descending = descending
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
 
 
 @METRICS.register
@@ -56,29 +48,18 @@ class Recallk(_RetrievalMetric):
             raise ConfigError(f"Metric.Eval Recallk.topk must be a positive int or a list of them, got {topk!r}")
         self.topk: Tuple[int, ...] = tuple(ks)
 
-    def __repr__(self) -> str:
-        return f"Recallk(topk={list(self.topk)})"
-
-
-def _eval_list(metric_cfg: Any) -> List[Any]:
-    if metric_cfg is None:
-        return []
-    if isinstance(metric_cfg, dict):  # the whole Metric section
-        metric_cfg = metric_cfg.get("Eval") or []
-    if not isinstance(metric_cfg, list):
-        raise ConfigError(f"Metric.Eval must be a list of metrics, got {metric_cfg!r}")
-    return metric_cfg
-
 
 def build_eval_metrics(metric_cfg: Any) -> List[_RetrievalMetric]:
-    """Instantiate every ``Metric.Eval`` entry; unknown names or options raise ConfigError."""
-    return [METRICS.build(spec, f"Metric.Eval.{i}") for i, spec in enumerate(_eval_list(metric_cfg))]
+    """Instantiate every ``Metric.Eval`` entry (or the whole ``Metric`` section's); unknown names
+    or options raise ConfigError."""
+    if isinstance(metric_cfg, dict):
+        metric_cfg = metric_cfg.get("Eval") or []
+    if metric_cfg is not None and not isinstance(metric_cfg, list):
+        raise ConfigError(f"Metric.Eval must be a list of metrics, got {metric_cfg!r}")
+    return [METRICS.build(spec, f"Metric.Eval.{i}") for i, spec in enumerate(metric_cfg or [])]
 
 
 def topk_from_config(metric_cfg_list: Optional[Any]) -> Tuple[int, ...]:
     """The ranks to report: (1, 5, 10) plus every ``Recallk.topk`` in ``Metric.Eval``."""
-    ks = set(DEFAULT_TOPK)
-    for metric in build_eval_metrics(metric_cfg_list):
-        if isinstance(metric, Recallk):
-            ks.update(metric.topk)
-    return tuple(sorted(ks))
+    recalls = [m.topk for m in build_eval_metrics(metric_cfg_list) if isinstance(m, Recallk)]
+    return tuple(sorted(set(DEFAULT_TOPK).union(*recalls)))

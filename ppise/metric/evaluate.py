@@ -1,12 +1,11 @@
 """``evaluate``: check inputs, walk query blocks, dispatch to a protocol, aggregate.
 
-Queries are processed ``block_size`` at a time so only a [block, G] float32 similarity
-matrix (plus a few same-shape index arrays) lives at once: Market (3,368 x 19,732) and
-MSMT17 (11,659 x 82,161) never need a dense Q x G matrix.
+Queries go ``block_size`` at a time, so only a [block, G] similarity matrix lives at once
+(MSMT17 is 11,659 x 82,161).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,10 +23,8 @@ class MetricInputError(DataError, ValueError):
 
 
 def _as_numpy(x: Any) -> np.ndarray:
-    """Accept numpy arrays, lists and paddle tensors (which expose ``.numpy()``)."""
-    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
-        x = x.numpy()
-    return np.asarray(x)
+    """Numpy arrays, lists and paddle tensors (which expose ``.numpy()``)."""
+    return np.asarray(x.numpy() if hasattr(x, "numpy") and not isinstance(x, np.ndarray) else x)
 
 
 def _labels(x: Any, name: str, n: int, feats_name: str) -> np.ndarray:
@@ -37,8 +34,7 @@ def _labels(x: Any, name: str, n: int, feats_name: str) -> np.ndarray:
     if arr.ndim != 1:
         raise MetricInputError(f"{name} must be 1-D (or [N, 1]), got shape {arr.shape}")
     if arr.shape[0] != n:
-        raise MetricInputError(
-            f"{name} has {arr.shape[0]} entries but {feats_name} has {n} rows")
+        raise MetricInputError(f"{name} has {arr.shape[0]} entries but {feats_name} has {n} rows")
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             raise MetricInputError(f"{name} must hold integers, got non-integral values")
@@ -69,84 +65,64 @@ def _check_topk(topk: Sequence[int]) -> Tuple[int, ...]:
     return tuple(sorted(set(ks)))
 
 
-def _blocks(num: int, size: int) -> Iterator[slice]:
-    for start in range(0, num, size):
-        yield slice(start, min(start + size, num))
-
-
 def _market(qf, gf, qid, gid, qcam, gcam, topk, block_size) -> Dict[str, Any]:
     if qcam is None or gcam is None:
-        raise MetricInputError(
-            "the market protocol needs query_cams and gallery_cams (same-id-same-camera "
-            "removal); pass cameras or use Global.eval_protocol=paddleclas")
-    parts = [market_block_stats(qf[s] @ gf.T, qid[s], gid, qcam[s], gcam)
-             for s in _blocks(qf.shape[0], block_size)]
+        raise MetricInputError("the market protocol needs query_cams and gallery_cams (same-id-same-camera "
+                               "removal); pass cameras or use Global.eval_protocol=paddleclas")
+    blocks = [slice(i, i + block_size) for i in range(0, qf.shape[0], block_size)]
+    parts = [market_block_stats(qf[s] @ gf.T, qid[s], gid, qcam[s], gcam) for s in blocks]
     stats = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     valid = stats["valid"]
     num_valid = int(valid.sum())
     if num_valid == 0:
-        raise MetricInputError(
-            f"none of the {qf.shape[0]} queries has a true match in the gallery once "
-            "same-id-same-camera and junk (-1) images are removed: check query/gallery "
-            "ids and cameras")
+        raise MetricInputError(f"none of the {qf.shape[0]} queries has a true match in the gallery once "
+                               "same-id-same-camera and junk (-1) images are removed: check query/gallery "
+                               "ids and cameras")
     if num_valid < qf.shape[0]:
         logger.warning(f"market protocol: {qf.shape[0] - num_valid} of {qf.shape[0]} "
                        "queries have no valid gallery match and were skipped")
+    first = stats["first_rank"][valid]
     out: Dict[str, Any] = {"mAP": float(stats["ap"][valid].mean())}
-    for k in topk:
-        out[f"rank{k}"] = float(np.count_nonzero(stats["first_rank"][valid] <= k) / num_valid)
-    out["mINP"] = float(stats["inp"][valid].mean())
-    out["num_valid_query"] = num_valid
-    return out
+    out.update({f"rank{k}": float(np.count_nonzero(first <= k) / num_valid) for k in topk})
+    return {**out, "mINP": float(stats["inp"][valid].mean()), "num_valid_query": num_valid}
 
 
 def _paddleclas(qf, gf, qid, gid, qcam, gcam, topk, block_size) -> Dict[str, Any]:
     num_q = qf.shape[0]
-    keys = ["mAP"] + [f"recall{k}" for k in topk] + ["mINP", "mINP_upstream"]
-    total = dict.fromkeys(keys, 0.0)
+    keys = ["mAP"] + [f"rank{k}" for k in topk] + ["mINP", "mINP_upstream"]
+    out: Dict[str, Any] = dict.fromkeys(keys, 0.0)
     num_valid = 0
-    for s in _blocks(num_q, block_size):
-        block = paddleclas_block_metrics(
-            qf[s] @ gf.T, qid[s], gid,
-            None if qcam is None else qcam[s], gcam, topk)
+    for s in [slice(i, i + block_size) for i in range(0, num_q, block_size)]:
+        q_cams = None if qcam is None else qcam[s]
+        block = paddleclas_block_metrics(qf[s] @ gf.T, qid[s], gid, q_cams, gcam, topk)
         num_valid += block["num_valid"]
-        rows = s.stop - s.start
-        for key in keys:
-            total[key] += block[key] * rows / num_q  # PaddleClas: weight = block size / Q
+        for key in out:
+            out[key] += block[key] * len(qid[s]) / num_q  # PaddleClas: weight = block size / Q
     if num_valid < num_q:
         logger.warning(f"paddleclas protocol: {num_q - num_valid} of {num_q} queries have "
                        "no positive; PaddleClas drops them inside their block but still "
                        "weights blocks by size")
-    out: Dict[str, Any] = {"mAP": total["mAP"]}
-    out.update({f"rank{k}": total[f"recall{k}"] for k in topk})
-    out["mINP"] = total["mINP"]
-    out["mINP_upstream"] = total["mINP_upstream"]
-    out["num_valid_query"] = num_valid
-    return out
+    return {**out, "num_valid_query": num_valid}
 
 
 def evaluate(query_feats: Any, gallery_feats: Any, query_ids: Any, gallery_ids: Any,
              query_cams: Optional[Any] = None, gallery_cams: Optional[Any] = None,
              protocol: str = "market", topk: Sequence[int] = DEFAULT_TOPK,
              block_size: int = 64) -> Dict[str, Any]:
-    """Retrieval metrics of query vs gallery features under ``protocol``.
+    """Retrieval metrics of query vs gallery features (dot product: L2-normalise for cosine).
 
-    Similarity is the dot product (pass L2-normalised features for cosine, as PaddleClas
-    does with Global.feature_normalize). Returns fractions in [0, 1]: ``mAP``,
-    ``rank{k}`` for each k, ``mINP``, plus ``protocol``, ``num_query``, ``num_gallery``,
-    ``num_valid_query`` (and ``mINP_upstream`` for ``paddleclas``, see that module).
+    Fractions in [0, 1]: ``mAP``, ``rank{k}``, ``mINP`` (and ``mINP_upstream`` for ``paddleclas``),
+    plus ``protocol``, ``num_query``, ``num_gallery``, ``num_valid_query``.
     """
     if protocol not in PROTOCOLS:
-        raise ConfigError(
-            f"Global.eval_protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        raise ConfigError(f"Global.eval_protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise ConfigError(f"Global.sim_block_size must be a positive int, got {block_size!r}")
     ks = _check_topk(topk)
     qf = _features(query_feats, "query_feats")
     gf = _features(gallery_feats, "gallery_feats")
     if qf.shape[1] != gf.shape[1]:
-        raise MetricInputError(
-            f"query_feats has dimension {qf.shape[1]} but gallery_feats has {gf.shape[1]}")
+        raise MetricInputError(f"query_feats has dimension {qf.shape[1]} but gallery_feats has {gf.shape[1]}")
     qid = _labels(query_ids, "query_ids", qf.shape[0], "query_feats")
     gid = _labels(gallery_ids, "gallery_ids", gf.shape[0], "gallery_feats")
     if (query_cams is None) != (gallery_cams is None):
@@ -156,6 +132,4 @@ def evaluate(query_feats: Any, gallery_feats: Any, query_ids: Any, gallery_ids: 
 
     run = _market if protocol == "market" else _paddleclas
     out = run(qf, gf, qid, gid, qcam, gcam, ks, int(block_size))
-    out.update({"protocol": protocol, "num_query": int(qf.shape[0]),
-                "num_gallery": int(gf.shape[0])})
-    return out
+    return {**out, "protocol": protocol, "num_query": int(qf.shape[0]), "num_gallery": int(gf.shape[0])}

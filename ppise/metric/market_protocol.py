@@ -1,18 +1,9 @@
-"""The ``market`` protocol: the evaluation behind published re-ID numbers.
+"""The ``market`` protocol behind published re-ID numbers (fast-reid / torchreid ``eval_market1501``).
 
-Per query (as in fast-reid / torchreid ``eval_market1501`` and open-reid's Market settings):
-
-* rank the gallery by descending similarity (dot product of the given features);
-  ties keep gallery order (stable sort), so results never depend on the sort kernel;
-* drop from the ranking every gallery image with the query's id **and** camera, and every
-  junk image (id -1); the remaining images form the query's ranking (positions 1, 2, ...);
-* a *true match* is a remaining image with the query's id; queries with none are skipped;
-* AP = mean over true matches of precision@(rank of that match);
-* CMC hit@k = 1 if the first true match is at rank <= k;
-* INP = (number of true matches) / (rank of the last true match)   (Ye et al. 2021).
-
-Distractors (e.g. Market id 0) are ordinary non-matching gallery images.
-Everything is vectorised over a block of queries: one argsort + cumulative sums.
+Per query: rank the gallery by descending similarity (stable: ties keep gallery order); drop
+every image with the query's id **and** camera and every junk image (id -1); a true match is a
+remaining image of the query's id (queries without one are skipped). AP is the mean precision
+at the true matches, CMC hit@k is first match at rank <= k, INP = #matches / rank of the last.
 """
 from __future__ import annotations
 
@@ -25,12 +16,8 @@ JUNK_ID = -1
 
 def market_block_stats(sim: np.ndarray, q_ids: np.ndarray, g_ids: np.ndarray,
                        q_cams: np.ndarray, g_cams: np.ndarray) -> Dict[str, np.ndarray]:
-    """Per-query AP, first-hit rank and INP for one block of queries.
-
-    ``sim`` is [B, G]. Returns arrays of length B: ``valid`` (bool: has a true match),
-    ``ap``, ``inp`` (0 where not valid) and ``first_rank`` (1-based; a huge value where not
-    valid, so ``first_rank <= k`` is simply False).
-    """
+    """Per-query ``valid`` (has a true match), ``ap``, ``inp`` (0 where not valid) and 1-based
+    ``first_rank`` (huge where not valid, so ``first_rank <= k`` is False) of a [B, G] ``sim``."""
     num_q = sim.shape[0]
     # Stable descending order; "+ 0.0" turns -0.0 into +0.0 so signed zeros tie.
     order = np.argsort(-(sim + sim.dtype.type(0.0)), axis=1, kind="stable")

@@ -1,13 +1,22 @@
-"""Command line of ``tools/parity_check.py``."""
+"""Command line of ``tools/parity_check.py``: run the sections, print the table.
+
+``model`` always runs first; its ``ModelResult`` goes to every later section. A section that
+crashes becomes a FAIL row and the others still run; user mistakes found before any work (bad
+config, missing weights) are raised as ppise errors instead.
+"""
 from __future__ import annotations
 
 import argparse
 import os
-from typing import List, Optional
+import shutil
+import time
+from typing import Any, Callable, List, Optional, Tuple
 
-from .context import ParityOptions
-from .runner import SECTIONS
+from ..errors import ConfigError, PpiseError
+from ..utils.logger import logger
+from .report import Row, error_row, format_table, write_json
 
+SECTIONS = ("model", "deploy", "metrics", "roundtrip")
 DESCRIPTION = ("Check that ppise matches PaddleClas on one config: model features, deploy (PaddleClas's "
                "RecPredictor, ppise's predict_rec.py, dygraph), retrieval metrics and checkpoint round trip. "
                "Prints a table and exits 1 on any FAIL.")
@@ -43,26 +52,62 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def options_from_args(args: argparse.Namespace) -> ParityOptions:
-    return ParityOptions(
-        config=args.config, overrides=list(args.override), weights=args.weights, data=args.data,
-        work_dir=os.path.abspath(args.work_dir) if args.work_dir else None,
-        sections=[s.strip() for s in args.sections.split(",") if s.strip()], num_images=args.num_images,
-        image_shape=args.image_shape, device=args.device, synthetic_ids=args.synthetic_ids,
-        num_workers=args.num_workers, mkldnn=args.mkldnn, cpu_threads=args.cpu_threads,
-        train_config=args.train_config, ppise_checkpoint=args.ppise_checkpoint, perturb=args.perturb,
-        expect_market=args.expect_market, seed=args.seed)
+def _attempt(name: str, fn: Callable[[], Any]) -> Tuple[Any, Optional[Row]]:
+    """``(fn(), None)``, or ``(None, FAIL row)`` when it raised: one section never stops the table."""
+    start = time.time()
+    try:
+        return fn(), None
+    except Exception as err:  # noqa: BLE001 - reported as a FAIL row, the table stays whole
+        logger.exception(f"parity section {name} failed")
+        return None, error_row(name, err)
+    finally:
+        logger.info(f"parity section {name}: {time.time() - start:.1f}s")
+
+
+def run_sections(ctx) -> List[Row]:
+    from .deploy import run_deploy_section
+    from .metrics import run_metrics_section
+    from .model import run_model_section
+    from .roundtrip import run_roundtrip_section
+
+    later = {"deploy": run_deploy_section, "metrics": run_metrics_section, "roundtrip": run_roundtrip_section}
+    wanted = ctx.args.sections
+    model, failure = _attempt("model", lambda: run_model_section(ctx))
+    rows = [failure] if failure else model.rows
+    if "model" not in wanted:
+        rows = [r for r in rows if r.failed]  # it runs for the others; shown only when it fails
+    for name in (s for s in later if s in wanted):
+        if model is None or model.weights is None:
+            rows.append(error_row(name, PpiseError("needs the weights the model section checks, which it did not "
+                                                   "write (see its rows)")))
+            continue
+        got, failure = _attempt(name, lambda: later[name](ctx, model))
+        rows += [failure] if failure else got
+    return rows
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
-    from ..utils.device import prepare_env
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    if not args.sections or any(s not in SECTIONS for s in args.sections):
+        raise ConfigError(f"--sections {','.join(args.sections)}: choose from {','.join(SECTIONS)}")
+    args.work_dir = os.path.abspath(args.work_dir) if args.work_dir else None
+    from ..utils.device import prepare_env, setup_device
+    from ..utils.weights import resolve_weights_path
+    from .context import build_context
 
     prepare_env({"device": args.device})
-    from .report import format_table, write_json
-    from .runner import run_parity
-
-    rows, ctx = run_parity(options_from_args(args))
+    if args.weights:
+        resolve_weights_path(args.weights, "--weights")
+    ctx, rows = build_context(args)
+    setup_device(ctx.cfg["Global"])
+    try:
+        rows += run_sections(ctx)
+    finally:
+        if not args.work_dir and not any(r.failed for r in rows):
+            shutil.rmtree(ctx.work_dir, ignore_errors=True)
+        elif not args.work_dir:
+            logger.info(f"parity artifacts (logs, features, exported model) kept in {ctx.work_dir}")
     print(format_table(rows), flush=True)
     if args.json:
         write_json(rows, args.json, {"config": args.config, "weights": args.weights, "data": ctx.data_root})

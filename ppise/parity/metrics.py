@@ -1,11 +1,6 @@
-"""Metrics parity: ppise's ``tools/eval.py -o Global.eval_protocol=paddleclas`` vs an
-independent re-implementation of PaddleClas's retrieval evaluation (``metrics_reference``),
-on the features ``tools/eval.py`` itself extracted and saved (``Global.save_features``).
-
-Also checked: the saved features of the images the model section used equal the dygraph
-features there (so the metrics are about the model that was checked), and, as NOTE rows,
-the ``market`` protocol numbers of the same features, the protocol of the published
-results (optionally held to ``--expect-market MAP RANK1``).
+"""Metrics parity: ``tools/eval.py -o Global.eval_protocol=paddleclas`` vs the independent
+``metrics_reference`` on the features eval.py saved (which must equal the model section's),
+plus the ``market`` protocol numbers, as NOTE rows or held to ``--expect-market``.
 """
 from __future__ import annotations
 
@@ -13,17 +8,18 @@ import json
 import math
 import os
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from ..config import dump
 from ..errors import PpiseError
-from .context import FEATURE_TOL, REPO_ROOT, ParityContext
-from .model import ModelResult
 from ..utils.arrays import l2_normalize
-from .deploy import child_env, run_child
+from .context import REPO_ROOT, ParityContext
+from .deploy import run_child
 from .metrics_reference import paddleclas_retrieval_metrics
-from .report import NOTE, Row, check_row, compare_row, describe_array, max_abs_diff
+from .model import ModelResult
+from .report import NOTE, Row, array_row, check_row, compare_row, describe_array
 
 SECTION = "metrics"
 METRIC_TOL = 1e-6
@@ -33,19 +29,17 @@ KEY_MAP = (("mAP", "mAP"), ("recall1", "rank1"), ("recall5", "rank5"), ("recall1
            ("mINP", "mINP_upstream"))
 
 
-def run_eval_tool(ctx: ParityContext, weights: str) -> Tuple[Dict[str, Any], str]:
-    """``tools/eval.py`` on the resolved config and the checked weights; returns (metrics, features dir)."""
-    feats_dir, out_dir = ctx.path("eval_features"), ctx.path("eval")
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "eval.py"), "-c", ctx.config_file(),
+def run_eval_tool(ctx: ParityContext, weights: str) -> Dict[str, Any]:
+    """``tools/eval.py`` on the resolved config and checked weights: its metrics and saved features."""
+    cfg_path, feats_dir, out_dir = ctx.path("parity_config.yaml"), ctx.path("eval_features"), ctx.path("eval")
+    with open(cfg_path, "w", encoding="utf-8") as f:
+        f.write(dump(ctx.cfg))
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "eval.py"), "-c", cfg_path,
            "-o", f"Global.pretrained_model={weights}", "-o", "Global.eval_protocol=paddleclas",
            "-o", f"Global.save_features={feats_dir}", "-o", f"Global.output_dir={out_dir}"]
-    run_child(cmd, child_env(ctx), "tools/eval.py", ctx.path("eval.log"))
+    run_child(ctx, cmd, "tools/eval.py", "eval.log")
     with open(os.path.join(out_dir, "eval_metrics.json"), encoding="utf-8") as f:
-        return json.load(f), feats_dir
-
-
-def load_features(feats_dir: str) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
+        out = {"metrics": json.load(f)}
     for part in ("query", "gallery"):
         for kind in ("feats", "ids", "cams"):
             out[f"{part}_{kind}"] = np.load(os.path.join(feats_dir, f"{part}_{kind}.npy"))
@@ -54,17 +48,12 @@ def load_features(feats_dir: str) -> Dict[str, Any]:
     return out
 
 
-def _same(a: Optional[float], b: Optional[float]) -> float:
+def _diff(a: Optional[float], b: Optional[float]) -> float:
     """|a - b|, with two non-finite values (NaN/inf; JSON null) counting as equal."""
-    fa = None if a is None else float(a)
-    fb = None if b is None else float(b)
-    bad_a = fa is None or not math.isfinite(fa)
-    bad_b = fb is None or not math.isfinite(fb)
-    if bad_a and bad_b:
-        return 0.0
-    if bad_a or bad_b:
-        return float("inf")
-    return abs(fa - fb)
+    bad = [v is None or not math.isfinite(float(v)) for v in (a, b)]
+    if any(bad):
+        return 0.0 if all(bad) else float("inf")
+    return abs(float(a) - float(b))
 
 
 def _fmt(v: Optional[float]) -> str:
@@ -72,56 +61,50 @@ def _fmt(v: Optional[float]) -> str:
 
 
 def run_metrics_section(ctx: ParityContext, model: ModelResult) -> List[Row]:
-    rows: List[Row] = []
-    ours, feats_dir = run_eval_tool(ctx, model.weights)
-    f = load_features(feats_dir)
+    f = run_eval_tool(ctx, model.weights)
+    ours = f["metrics"]
+    feats = [f[k] for k in ("query_feats", "gallery_feats", "query_ids", "gallery_ids", "query_cams", "gallery_cams")]
     block = int(ctx.cfg["Global"].get("sim_block_size", 64))
-    ref = paddleclas_retrieval_metrics(f["query_feats"], f["gallery_feats"], f["query_ids"], f["gallery_ids"],
-                                       f["query_cams"], f["gallery_cams"], topk=(1, 5, 10), block_size=block)
+    ref = paddleclas_retrieval_metrics(*feats, topk=(1, 5, 10), block_size=block)
     nq, ng = len(f["query_ids"]), len(f["gallery_ids"])
-    rows.append(Row(SECTION, "evaluation set", f"{nq} queries, {ng} gallery", f"block {block}", status=NOTE,
-                    detail=f"tools/eval.py -o Global.eval_protocol=paddleclas on {ctx.data_root} vs "
-                           f"ppise/parity/metrics_reference.py (PaddleClas retrieval.py + metrics.py, "
-                           f"re-implemented) on the features eval.py saved; mINP_upstream is PaddleClas's formula "
-                           f"(#hits / 0-based index of the last hit)"))
+    rows = [Row(SECTION, "evaluation set", f"{nq} queries, {ng} gallery", f"block {block}", status=NOTE,
+                detail=f"tools/eval.py -o Global.eval_protocol=paddleclas on {ctx.data_root} vs "
+                       f"ppise/parity/metrics_reference.py (PaddleClas retrieval.py + metrics.py, "
+                       f"re-implemented) on the features eval.py saved; mINP_upstream is PaddleClas's formula "
+                       f"(#hits / 0-based index of the last hit)")]
     for ref_key, our_key in KEY_MAP:
-        rows.append(compare_row(SECTION, our_key,
-                                _fmt(ref.get(ref_key)), _fmt(ours.get(our_key)), _same(ref.get(ref_key), ours.get(our_key)),
-                                METRIC_TOL))
-    rows += _feature_link(ctx, model, f)
-    rows += _market_rows(ctx, f)
-    return rows
+        a, b = ref.get(ref_key), ours.get(our_key)
+        rows.append(compare_row(SECTION, our_key, _fmt(a), _fmt(b), _diff(a, b), METRIC_TOL))
 
-
-def _feature_link(ctx: ParityContext, model: ModelResult, f: Dict[str, Any]) -> List[Row]:
-    """eval.py's saved features of the checked images vs the model section's dygraph features."""
+    # eval.py's saved features of the checked images vs the model section's dygraph features
     index = {os.path.realpath(p): i for i, p in enumerate(f["query_paths"])}
     rows_idx = [index.get(os.path.realpath(p)) for p in ctx.image_paths]
     if any(i is None for i in rows_idx):
-        return [check_row(SECTION, "eval.py features of the checked images", "", "images not among queries", False)]
-    saved = np.asarray(f["query_feats"])[rows_idx]
-    dy = l2_normalize(model.dygraph["ppise"])
-    return [compare_row(SECTION, f"eval.py features vs dygraph ({len(rows_idx)} images)", "",
-                        describe_array(saved), max_abs_diff(saved, dy), FEATURE_TOL)]
+        rows.append(check_row(SECTION, "eval.py features of the checked images", "", "images not among queries",
+                              False))
+    else:
+        saved = np.asarray(f["query_feats"])[rows_idx]
+        rows.append(array_row(SECTION, f"eval.py features vs dygraph ({len(rows_idx)} images)", saved,
+                              l2_normalize(model.dygraph["ppise"]), "", describe_array(saved)))
+    return rows + _market_rows(ctx, feats)
 
 
-def _market_rows(ctx: ParityContext, f: Dict[str, Any]) -> List[Row]:
+def _market_rows(ctx: ParityContext, feats: List[np.ndarray]) -> List[Row]:
     from ..metric import evaluate
 
+    item = "market protocol (published numbers)"
     try:
-        m = evaluate(f["query_feats"], f["gallery_feats"], f["query_ids"], f["gallery_ids"], f["query_cams"],
-                     f["gallery_cams"], protocol="market", topk=(1, 5, 10))
+        m = evaluate(*feats, protocol="market", topk=(1, 5, 10))
     except PpiseError as err:  # e.g. no query with a valid match: nothing to report, nothing to compare
-        return [Row(SECTION, "market protocol (published numbers)", "", "n/a", status=NOTE, detail=str(err))]
-    text = f"mAP {100 * m['mAP']:.2f}, rank-1 {100 * m['rank1']:.2f}"
-    expect = ctx.options.expect_market
+        return [Row(SECTION, item, "", "n/a", status=NOTE, detail=str(err))]
+    expect = ctx.args.expect_market
     if not expect:
-        return [Row(SECTION, "market protocol (published numbers)", "", text, status=NOTE,
+        return [Row(SECTION, item, "", f"mAP {100 * m['mAP']:.2f}, rank-1 {100 * m['rank1']:.2f}", status=NOTE,
                     detail="the protocol of the published results (ISE_M on Market-1501: mAP 84.7, rank-1 94.0; "
                            "ISE_MS on MSMT17: 35.0 / 64.7); hold to them with --expect-market MAP RANK1")]
     rows = []
     for name, key, want in (("mAP", "mAP", expect[0]), ("rank-1", "rank1", expect[1])):
         got = 100 * m[key]
-        rows.append(compare_row(SECTION, f"market {name} vs expected (points)", f"{want:.2f} expected", f"{got:.2f}",
-                                abs(got - float(want)), EXPECT_TOL))
+        rows.append(compare_row(SECTION, f"market {name} vs expected (points)", f"{want:.2f} expected",
+                                f"{got:.2f}", abs(got - float(want)), EXPECT_TOL))
     return rows
