@@ -61,10 +61,9 @@ def check_type(value: Any, types: tuple, path: str) -> None:
 
 def check_arguments(factory: Callable[..., Any], kwargs: Dict[str, Any], where: str,
                     supplied: Sequence[str] = (), tolerated: Sequence[str] = (), warn=None) -> None:
-    """Every key of ``kwargs`` must be a keyword of ``factory`` (``supplied`` ones are passed by
-    the code, not the config) and match its annotated type. Keys in ``tolerated`` (PaddleClas
-    keys a factory takes through ``**kwargs`` and ignores) are passed on with a warning.
-    Unannotated parameters are not type-checked; the factory checks their values."""
+    """Every key of ``kwargs`` must be a keyword of ``factory`` (``supplied`` ones come from the
+    code, not the config) and match its annotated type, if any. Keys in ``tolerated`` (PaddleClas
+    keys a factory takes through ``**kwargs`` and ignores) are passed on with a warning."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):

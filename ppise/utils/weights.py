@@ -1,9 +1,5 @@
-"""Load ``.pdparams`` weights with one clear report; save state dicts atomically.
-
-PaddleClas convention: a weights path may be given with or without the ``.pdparams``
-suffix. Strict loading names every kind of mismatch (missing, unexpected, shape) in a
-single ConfigError so a user sees at once why a checkpoint does not fit a config.
-"""
+"""Load ``.pdparams`` weights (path with or without the suffix, as in PaddleClas) with one
+report naming every mismatch at once; convert torchvision / PaddleClas ResNet-50 weights."""
 from __future__ import annotations
 
 import os
@@ -46,11 +42,10 @@ def load_pretrained(model: nn.Layer, path: str, strict: bool = True, skip_prefix
                     key_prefix: str = "", config_key: str = "Global.pretrained_model") -> Dict[str, Any]:
     """Load ``path`` into ``model``; return ``{path, loaded, missing, unexpected, mismatched}``.
 
-    ``skip_prefixes``: keys (of the file and of the model) starting with these are ignored,
-    e.g. ``("head.",)`` to keep a fresh classifier. ``key_prefix``: use only the file's keys
-    starting with it, stripped (``"backbone."`` loads a full RecModel file into a backbone).
-    Strict: any missing / unexpected / shape-mismatched key is a ConfigError listing them.
-    Non-strict: matching keys load, the rest is logged; a file matching nothing is an error.
+    ``skip_prefixes``: keys (file and model) ignored, e.g. ``("head.",)`` for a fresh classifier;
+    ``key_prefix``: only the file's keys with it, stripped (``"backbone."``: a RecModel file into
+    a backbone). Strict: any mismatch is a ConfigError listing them all; non-strict: matching
+    keys load, the rest is logged. A file matching nothing is an error either way.
     """
     file_path = resolve_weights_path(path, config_key)
     try:
@@ -116,14 +111,10 @@ _TV_DROPPED = ("fc.weight", "fc.bias")  # the ImageNet classifier: not part of a
 
 
 def torchvision_to_ppise_key(key: str) -> Optional[str]:
-    """ppise / PaddleClas ``ResNet50_last_stage_stride1`` key of a torchvision ResNet-50 key.
-
-    ``conv1`` / ``bn1`` -> ``stem.0.conv`` / ``stem.0.bn``; ``layer{s}.{b}.conv{j}`` / ``bn{j}``
-    -> ``blocks.{n}.conv{j-1}.conv`` / ``.bn`` (n counts bottlenecks over stages);
-    ``layer{s}.0.downsample.0`` / ``.1`` -> ``blocks.{n}.short.conv`` / ``.bn``. BN
-    ``running_mean`` / ``running_var`` -> ``_mean`` / ``_variance``. None for keys that are not
-    weights (``num_batches_tracked``) or are dropped on purpose (``fc``); KeyError otherwise.
-    """
+    """ppise / PaddleClas ``ResNet50_last_stage_stride1`` key of a torchvision ResNet-50 key:
+    ``conv1``/``bn1`` -> ``stem.0.conv``/``.bn``, ``layer{s}.{b}.conv{j}``/``bn{j}`` ->
+    ``blocks.{n}.conv{j-1}.conv``/``.bn`` (n counts bottlenecks over stages), ``downsample.0``/``.1``
+    -> ``short.conv``/``.bn``. None for ``num_batches_tracked`` and ``fc``; KeyError otherwise."""
     parts = key.split(".")
     if key in _TV_DROPPED or parts[-1] == "num_batches_tracked":
         return None
@@ -187,11 +178,9 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
 
 
 def convert_resnet50(state: Dict[str, np.ndarray], source: str = "weights") -> Tuple[Dict[str, np.ndarray], str]:
-    """A ``ResNet50_last_stage_stride1`` backbone state dict (without ``fc``) from torchvision or
-    PaddleClas ResNet-50 weights; returns ``(state, layout)`` with layout ``torchvision`` or
-    ``paddleclas``. Strict: every key of ``state`` is used (or is ``fc`` / ``num_batches_tracked``),
-    every backbone tensor is produced with its exact shape; otherwise one ConfigError lists all.
-    """
+    """``(state, layout)``: a ``ResNet50_last_stage_stride1`` backbone state dict (no ``fc``) from
+    ``torchvision`` or ``paddleclas`` ResNet-50 weights. Strict: every key used and every tensor
+    produced with its exact shape, else one ConfigError lists all problems."""
     from ppise.arch.backbone.resnet_stride1 import ResNet50_last_stage_stride1
 
     target = {k: _shape(v) for k, v in ResNet50_last_stage_stride1().state_dict().items() if not k.startswith("fc.")}

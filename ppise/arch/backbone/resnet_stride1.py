@@ -1,10 +1,8 @@
 """ResNet-50 whose last stage keeps stride 1 (the re-ID standard), key-compatible with PaddleClas.
 
 Sub-layer names mirror PaddleClas's ``ResNet50_last_stage_stride1`` (``stem.0.conv``,
-``blocks.13.conv1.conv``, ``blocks.13.short.conv``, ...), so its state dicts -- including
-the official ``ISE_M_model.pdparams`` -- load strictly. The forward walks the top-level
-sub-layers in order (stem, max_pool, blocks, avg_pool, flatten, fc), which is what a
-``BackboneStopLayer`` relies on: every layer after the named one becomes an identity.
+``blocks.13.short.conv``, ...), so its state dicts (the official ``ISE_M_model.pdparams``
+too) load strictly; the forward walks the children in order, as ``BackboneStopLayer`` needs.
 """
 from __future__ import annotations
 
@@ -94,7 +92,6 @@ class ResNetLastStride(nn.Layer):
         self.out_channels = in_ch
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        # iterate the named children so a stop layer (identities after it) is honoured
         for layer in self.children():
             x = layer(x)
         return x

@@ -4,6 +4,3 @@ ISE's support generator is not a head (it is part of the training objective):
 see ``ppise/loss/ise_support.py``.
 """
 from . import fc  # noqa: F401  (registration side effects)
-from .fc import FC
-
-__all__ = ["FC"]
