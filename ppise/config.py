@@ -14,8 +14,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from .errors import ConfigError
-from .registry import PADDLECLAS_COMPONENT_KEYS, check_arguments, check_type, close_match, split_spec
-from .utils.device import DEVICE_CHOICES
+from .registry import PADDLECLAS_COMPONENT_KEYS, check_arguments, check_type, split_spec
+from .registry import close_match as _suggest  # the name the deploy config and the engine import
+from .utils.device import DEVICE_CHOICES, parse_device
 from .utils.fileio import atomic_write
 
 SECTIONS = ("Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Cluster", "Infer", "AMP")
@@ -31,7 +32,8 @@ GLOBAL_SCHEMA: Schema = {
     "checkpoints": ((str, _NONE), None),
     "pretrained_model": ((str, _NONE), None),
     "output_dir": ((str,), "./output/"),
-    "device": ((str,), "cpu", DEVICE_CHOICES),  # cpu, gpu, gpu:N, xpu[:N], npu[:N]
+    "device": ((str,), "cpu", (lambda v: parse_device(v, strict=False) is not None,
+                               "one of " + ", ".join(DEVICE_CHOICES))),
     "seed": ((int, _NONE), 0),
     "epochs": ((int,), 1, _AT_LEAST_1),
     "save_interval": ((int,), 1, _AT_LEAST_1),
@@ -62,8 +64,8 @@ CLUSTER_SCHEMA: Schema = {
     "k1": ((int,), 30, _AT_LEAST_1),
     "k2": ((int,), 6, _AT_LEAST_1),
     # Jaccard distances lie in [0, 1]: eps >= 1 would put every pair in one neighbourhood
-    "eps": ((float,), 0.6, (lambda v: 0 < v < 1,
-                            "in (0, 1) (the DBSCAN radius on Jaccard distances, which lie in [0, 1])")),
+    "eps": ((float,), 0.6, (lambda v: 0 < v < 1, "in (0, 1) (the DBSCAN radius on Jaccard "
+                                                 "distances, which lie in [0, 1])")),
     "min_samples": ((int,), 4, _AT_LEAST_1),
     "knn": ((str,), "exact", ("exact", "ivf")),
     "device": ((str,), "cpu", ("cpu", "gpu")),
@@ -85,7 +87,6 @@ AMP_SCHEMA: Schema = {
     "use_fp16_test": ((bool,), False),
 }
 SECTION_SCHEMAS = {"Global": GLOBAL_SCHEMA, "Cluster": CLUSTER_SCHEMA, "AMP": AMP_SCHEMA}
-_suggest = close_match  # the name the deploy config and the engine import
 
 
 class _Loader(yaml.SafeLoader):
@@ -245,7 +246,7 @@ def check_section(node: Dict[str, Any], schema: Schema, section: str, warn=None,
 def _check_value(path: str, value: Any, check: tuple) -> None:
     """``check``: the allowed values, or (test, what the value must be)."""
     if callable(check[0]):
-        if not check[0](value) or (isinstance(value, float) and value != value):  # nan fails every range
+        if value != value or not check[0](value):  # nan fails every range
             raise ConfigError(f"{path} must be {check[1]}, got {value!r}")
     elif (value.lower() if path in _CASELESS else value) not in check:
         raise ConfigError(f"{path} must be one of {', '.join(check)}, got {value!r}")
@@ -268,7 +269,8 @@ def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
         node = cfg[section] = {} if cfg.get(section) is None else cfg[section]
         if not isinstance(node, dict):
             raise ConfigError(f"section {section} must be a mapping of keys, got {node!r}")
-        check_section(node, schema, section, warn, tolerated=PADDLECLAS_GLOBAL_KEYS if section == "Global" else ())
+        tolerated = PADDLECLAS_GLOBAL_KEYS if section == "Global" else ()
+        check_section(node, schema, section, warn, tolerated=tolerated)
         for key, spec in schema.items():
             if len(spec) > 2:
                 _check_value(f"{section}.{key}", node[key], spec[2])

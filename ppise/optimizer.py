@@ -51,10 +51,10 @@ def build_lr_scheduler(lr_cfg: Any, iters_per_epoch: int, epochs: int, where: st
     if not isinstance(lr_cfg, dict) or "learning_rate" not in lr_cfg:
         raise ConfigError(f"{where} must be a number or a mapping with name and learning_rate, got {lr_cfg!r}")
     spec = dict(lr_cfg, name=lr_cfg.get("name", "Constant"))
-    warmup_epoch = float(spec.pop("warmup_epoch", 0) or 0)  # wraps any schedule; Cosine also reads it
+    warmup_epoch = float(spec.pop("warmup_epoch", 0) or 0)  # any schedule; Cosine reads it too
     warmup_start = float(spec.pop("warmup_start_lr", 0.0))
-    sched = LR_SCHEDULERS.build(spec, where, tolerated=PADDLECLAS_COMPONENT_KEYS, iters_per_epoch=iters_per_epoch,
-                                epochs=epochs, warmup_epoch=warmup_epoch)
+    sched = LR_SCHEDULERS.build(spec, where, tolerated=PADDLECLAS_COMPONENT_KEYS, epochs=epochs,
+                                iters_per_epoch=iters_per_epoch, warmup_epoch=warmup_epoch)
     warmup_steps = int(round(warmup_epoch * iters_per_epoch))
     if warmup_steps > 0:
         sched = lr_module.LinearWarmup(sched, warmup_steps=warmup_steps, start_lr=warmup_start,
@@ -98,7 +98,7 @@ def build_optimizer(opt_cfg: Dict[str, Any], parameters, iters_per_epoch: int, e
     """Return (optimizer, lr_scheduler) from the ``Optimizer`` section."""
     if not isinstance(opt_cfg, dict) or "name" not in opt_cfg:
         raise ConfigError(f"{where} must be a mapping with a name (Adam, Momentum, ...), got {opt_cfg!r}")
-    OPTIMIZERS.get(opt_cfg["name"], where=f"{where}.name")  # an unknown name fails before the lr checks
+    OPTIMIZERS.get(opt_cfg["name"], where=f"{where}.name")  # an unknown name fails first
     if "lr" not in opt_cfg:
         raise ConfigError(f"missing required config key {where}.lr")
     spec = dict(opt_cfg)

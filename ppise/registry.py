@@ -36,13 +36,14 @@ def split_spec(spec: Any, where: str) -> Tuple[str, Dict[str, Any]]:
 _SIMPLE = (bool, int, float, str, list, dict)
 # PaddleClas keys that ppise's components take and ignore (accepted with a warning).
 PADDLECLAS_COMPONENT_KEYS = ("use_ssld", "pretrained", "grad_clip", "no_weight_decay_name",
-                             "one_dim_param_no_weight_decay", "multi_precision", "last_epoch", "backend")
+                             "one_dim_param_no_weight_decay", "multi_precision", "last_epoch",
+                             "backend")
 
 
 def _accepted_types(hint: Any) -> Optional[tuple]:
     """The plain types a type hint allows (None: not checkable, accept anything)."""
     if typing.get_origin(hint) is typing.Union:
-        parts = [(arg,) if arg is type(None) else _accepted_types(arg) for arg in typing.get_args(hint)]
+        parts = [(a,) if a is type(None) else _accepted_types(a) for a in typing.get_args(hint)]
         return None if None in parts else sum(parts, ())
     hint = typing.get_origin(hint) or hint
     return (hint,) if hint in _SIMPLE else None
@@ -120,7 +121,8 @@ class Registry:
         named = "name" in spec
         return name, self.get(name, f"{where}.name" if named else where), kwargs, where if named else f"{where}.{name}"
 
-    def build(self, spec: Any, where: str = "", *, tolerated: Sequence[str] = (), **supplied: Any) -> Any:
+    def build(self, spec: Any, where: str = "", *, tolerated: Sequence[str] = (),
+              **supplied: Any) -> Any:
         """Build from a spec (see :meth:`resolve`) plus the arguments the code supplies; every
         config mistake is a ConfigError naming its config path. ``tolerated``: see
         :func:`check_arguments`."""

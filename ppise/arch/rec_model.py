@@ -115,14 +115,6 @@ def apply_stop_layer(backbone: nn.Layer, cfg: Any, where: str) -> None:
                           f"its top-level sub-layers are {list(backbone._sub_layers)}")
 
 
-def _check_component_cfg(cfg: Any, where: str) -> Dict[str, Any]:
-    if not isinstance(cfg, dict) or "name" not in cfg:
-        raise ConfigError(f"{where} must be a mapping with a 'name' key, got {cfg!r}")
-    if not isinstance(cfg["name"], str):
-        raise ConfigError(f"{where}.name must be a string, got {cfg['name']!r}")
-    return copy.deepcopy(cfg)
-
-
 def _unknown_backbone(name: str, where: str) -> ConfigError:
     ours = list(BACKBONES.names())
     close = difflib.get_close_matches(name, ours, n=3, cutoff=0.6) + paddleclas_zoo.close_paddleclas_names(name)
@@ -146,7 +138,11 @@ def _load_backbone_weights(backbone: nn.Layer, path: str, where: str) -> None:
 
 def build_backbone(cfg: Any, where: str = "Arch.Backbone", skip_pretrained: bool = False) -> nn.Layer:
     """ppise registry first, then PaddleClas's zoo by name; weights only from a local file."""
-    cfg = _check_component_cfg(cfg, where)
+    if not isinstance(cfg, dict) or "name" not in cfg:
+        raise ConfigError(f"{where} must be a mapping with a 'name' key, got {cfg!r}")
+    if not isinstance(cfg["name"], str):
+        raise ConfigError(f"{where}.name must be a string, got {cfg['name']!r}")
+    cfg = copy.deepcopy(cfg)
     name = cfg.pop("name")
     pretrained = cfg.pop("pretrained", False)
     cfg.pop("use_ssld", None)  # only selects which ImageNet file to download: meaningless offline

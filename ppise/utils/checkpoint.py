@@ -93,7 +93,8 @@ def save_checkpoint(
     try:
         written.append((_write_tmp(dict(model_state), base + ".pdparams"), base + ".pdparams"))
         if opt_state is not None:
-            written.append((_write_tmp({**opt_state, _STAMP: stamp}, base + ".pdopt"), base + ".pdopt"))
+            opt = {**opt_state, _STAMP: stamp}
+            written.append((_write_tmp(opt, base + ".pdopt"), base + ".pdopt"))
         st = _loadable(dict(states or {}))
         st.update({_STAMP: stamp, "has_opt": opt_state is not None, "params_crc": file_crc(written[0][0])})
         written.append((_write_tmp(st, base + ".pdstates"), base + ".pdstates"))
@@ -112,10 +113,8 @@ def save_checkpoint(
 
 
 def strip_suffix(path: str) -> str:
-    for suffix in SUFFIXES:
-        if path.endswith(suffix):
-            return path[: -len(suffix)]
-    return path
+    base, ext = os.path.splitext(path)
+    return base if ext in SUFFIXES else path
 
 
 def load_checkpoint(path: str, key: str = "Global.checkpoints") -> Tuple[Dict[str, Any], Optional[Dict[str, Any]], Dict[str, Any]]:

@@ -20,11 +20,8 @@ def config_parser(description: str) -> argparse.ArgumentParser:
 
 
 def run_tool(main: Callable[[Optional[List[str]]], int]) -> None:
-    """Run ``main``; a user-caused error prints one clear line (no traceback) and exits 2.
-
-    Whatever ends the run is also the last entry of ``train.log`` (when one is open): the
-    message, or the traceback of an unexpected error.
-    """
+    """Run ``main``; a user-caused error prints one clear line (no traceback) and exits 2. What
+    ends the run (that message, or an unexpected error's traceback) also ends ``train.log``."""
     import logging
     import traceback
 

@@ -25,14 +25,7 @@ _DEVICE_RE = re.compile(r"^(cpu|gpu|xpu|npu)(?::(\d+))?$")
 _state = {"cpu": False, "threads": DEFAULT_CPU_THREADS, "auto": False}  # what setup_device chose
 
 
-class _DeviceChoices(tuple):
-    """``Global.device`` values for config validation: ``x in DEVICE_CHOICES`` accepts ``gpu:3``."""
-
-    def __contains__(self, value: object) -> bool:
-        return isinstance(value, str) and parse_device(value, strict=False) is not None
-
-
-DEVICE_CHOICES = _DeviceChoices(("cpu", "gpu", "gpu:N", "xpu", "xpu:N", "npu", "npu:N"))
+DEVICE_CHOICES = ("cpu", "gpu", "gpu:N", "xpu", "xpu:N", "npu", "npu:N")
 
 
 def parse_device(text: str, strict: bool = True) -> Optional[Tuple[str, Optional[int]]]:
@@ -77,20 +70,16 @@ def _set_threads(threads: int) -> None:
 
 def _accelerator_place(kind: str, index: Optional[int]) -> str:
     """Untested here (no accelerator on the development machines)."""
-    launched = _local_processes() > 1
-    if index is not None and launched:
+    if index is not None and _local_processes() > 1:
         raise ConfigError(
-            f"Global.device={kind}:{index} in a {_local_processes()}-process launch would put every process on "
-            f"{kind} {index}: use Global.device={kind} and choose devices with "
-            f"'python -m paddle.distributed.launch --gpus ...' (or CUDA_VISIBLE_DEVICES)"
-        )
+            f"Global.device={kind}:{index} in a {_local_processes()}-process launch would put "
+            f"every process on {kind} {index}: use Global.device={kind} and choose devices with "
+            f"'python -m paddle.distributed.launch --gpus ...' (or CUDA_VISIBLE_DEVICES)")
     import paddle
 
     if kind == "gpu" and not paddle.device.is_compiled_with_cuda():
-        raise ConfigError(
-            "Global.device is 'gpu' but this paddle build has no CUDA: install paddlepaddle-gpu "
-            "(see README, 'GPU') or run with -o Global.device=cpu"
-        )
+        raise ConfigError("Global.device is 'gpu' but this paddle build has no CUDA: install "
+                          "paddlepaddle-gpu (see README, 'GPU') or run with -o Global.device=cpu")
     if kind == "xpu" and not paddle.device.is_compiled_with_xpu():
         raise ConfigError("Global.device is 'xpu' but this paddle build has no XPU support (paddlepaddle-xpu)")
     if kind == "npu" and "npu" not in paddle.device.get_all_custom_device_type():
@@ -201,7 +190,7 @@ def _local_processes() -> int:
 @contextlib.contextmanager
 def extraction_threads() -> Iterator[None]:
     """Inside: this process's share of the cores as intra-op threads, for eval-mode extraction
-    (faster with them, unlike a small training step); only in a CPU run set up by ``setup_device``."""
+    (faster with them, unlike a small training step); only in a CPU run ``setup_device`` made."""
     threads = max(1, cpu_count() // _local_processes())
     if not _state["cpu"] or threads == _state["threads"]:
         yield

@@ -21,7 +21,8 @@ def get_logger(log_file: Optional[str] = None) -> logging.Logger:
         logger.addHandler(handler)
         logger.propagate = False
         logger._ppise_ready = True  # type: ignore[attr-defined]
-    if log_file and rank() == 0 and not any(getattr(h, "baseFilename", None) == os.path.abspath(log_file) for h in logger.handlers):
+    opened = {getattr(h, "baseFilename", None) for h in logger.handlers}
+    if log_file and rank() == 0 and os.path.abspath(log_file) not in opened:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         fh = logging.FileHandler(log_file, encoding="utf-8")
         fh.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s: %(message)s", "%Y/%m/%d %H:%M:%S"))

@@ -44,8 +44,7 @@ def load_pretrained(model: nn.Layer, path: str, strict: bool = True, skip_prefix
 
     ``skip_prefixes``: keys (file and model) ignored, e.g. ``("head.",)`` for a fresh classifier;
     ``key_prefix``: only the file's keys with it, stripped (``"backbone."``: a RecModel file into
-    a backbone). Strict: any mismatch is a ConfigError listing them all; non-strict: matching
-    keys load, the rest is logged. A file matching nothing is an error either way.
+    a backbone). Strict: any mismatch is a ConfigError listing all; else the rest is logged.
     """
     file_path = resolve_weights_path(path, config_key)
     try:
@@ -66,14 +65,11 @@ def load_pretrained(model: nn.Layer, path: str, strict: bool = True, skip_prefix
     mismatched = [(k, _shape(state[k]), _shape(own[k])) for k in own if k in state and _shape(state[k]) != _shape(own[k])]
     report: Dict[str, Any] = {"path": file_path, "missing": missing, "unexpected": unexpected,
                               "mismatched": mismatched}
-    problems = []
-    if missing:
-        problems.append(_listing("missing key(s) (in the model, not in the file)", missing))
-    if unexpected:
-        problems.append(_listing("unexpected key(s) (in the file, not in the model)", unexpected))
-    if mismatched:
-        problems.append(_listing("shape mismatch(es) (file vs model)",
-                                 [f"{k} {list(a)} vs {list(b)}" for k, a, b in mismatched]))
+    shapes = [f"{k} {list(a)} vs {list(b)}" for k, a, b in mismatched]
+    problems = [_listing(title, items) for title, items in [
+        ("missing key(s) (in the model, not in the file)", missing),
+        ("unexpected key(s) (in the file, not in the model)", unexpected),
+        ("shape mismatch(es) (file vs model)", shapes)] if items]
     if strict and problems:
         raise ConfigError(f"weights {file_path!r} (from {config_key}) do not fit the model: " + "; ".join(problems)
                           + ". Check that the config's Arch matches the one the weights were trained with")
@@ -113,8 +109,9 @@ _TV_DROPPED = ("fc.weight", "fc.bias")  # the ImageNet classifier: not part of a
 def torchvision_to_ppise_key(key: str) -> Optional[str]:
     """ppise / PaddleClas ``ResNet50_last_stage_stride1`` key of a torchvision ResNet-50 key:
     ``conv1``/``bn1`` -> ``stem.0.conv``/``.bn``, ``layer{s}.{b}.conv{j}``/``bn{j}`` ->
-    ``blocks.{n}.conv{j-1}.conv``/``.bn`` (n counts bottlenecks over stages), ``downsample.0``/``.1``
-    -> ``short.conv``/``.bn``. None for ``num_batches_tracked`` and ``fc``; KeyError otherwise."""
+    ``blocks.{n}.conv{j-1}.conv``/``.bn`` (n counts bottlenecks over stages), ``downsample.0``
+    /``.1`` -> ``short.conv``/``.bn``. None for ``num_batches_tracked`` and ``fc``; else KeyError.
+    """
     parts = key.split(".")
     if key in _TV_DROPPED or parts[-1] == "num_batches_tracked":
         return None
@@ -202,15 +199,11 @@ def convert_resnet50(state: Dict[str, np.ndarray], source: str = "weights") -> T
         raise ConfigError(f"{source}: not a ResNet-50 state dict of torchvision (conv1.weight, layer1.0.conv1.weight, "
                           f"...) or PaddleClas (stem.0.conv.weight, blocks.0.conv0.conv.weight, ...); its first keys "
                           f"are {sorted(state)[:5]}")
-    problems = []
-    if unknown:
-        problems.append(_listing(f"key(s) of the {layout} file that a ResNet-50 does not have", sorted(unknown)))
-    missing = [k for k in target if k not in mapped]
-    if missing:
-        problems.append(_listing("backbone tensor(s) the file does not provide", missing))
     bad = [f"{k} {list(_shape(mapped[k]))} vs {list(s)}" for k, s in target.items() if k in mapped and _shape(mapped[k]) != s]
-    if bad:
-        problems.append(_listing("shape mismatch(es) (file vs ResNet-50)", bad))
+    problems = [_listing(title, items) for title, items in [
+        (f"key(s) of the {layout} file that a ResNet-50 does not have", sorted(unknown)),
+        ("backbone tensor(s) the file does not provide", [k for k in target if k not in mapped]),
+        ("shape mismatch(es) (file vs ResNet-50)", bad)] if items]
     if problems:
         raise ConfigError(f"{source} is not a ResNet-50 ({layout} layout): " + "; ".join(problems))
     return {k: mapped[k].astype(np.float32) for k in target}, layout

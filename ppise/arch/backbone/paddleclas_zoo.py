@@ -39,7 +39,8 @@ def find_paddleclas_backbone(name: str) -> Optional[Callable[..., nn.Layer]]:
 def close_paddleclas_names(name: str, n: int = 5) -> List[str]:
     """The public backbone builders of PaddleClas closest to ``name`` (none without paddleclas)."""
     zoo = _zoo_module()
-    names = sorted(k for k, obj in vars(zoo).items() if k[:1].isupper() and _is_builder(obj)) if zoo else []
+    builders = vars(zoo).items() if zoo is not None else ()
+    names = sorted(k for k, obj in builders if k[:1].isupper() and _is_builder(obj))
     return difflib.get_close_matches(name, names, n=n, cutoff=0.6)
 
 
