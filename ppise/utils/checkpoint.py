@@ -18,23 +18,20 @@ import numpy as np
 import paddle
 
 from ..errors import ConfigError, TrainingError
-from .fileio import fsync_dir
+from .fileio import atomic_path
 
 SUFFIXES = (".pdparams", ".pdopt", ".pdstates")
 _STAMP = "@ppise_stamp"
 
 
-def _write_tmp(obj: Any, path: str) -> str:
-    """Save ``obj`` next to ``path`` under a temporary name and fsync it."""
-    tmp = f"{path}.tmp{os.getpid()}"
+def _save(obj: Any, tmp: str, path: str) -> None:
+    """``paddle.save`` and fsync, so that every file of a set is on disk before the first rename."""
     try:
         paddle.save(obj, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
     except (OSError, RuntimeError) as err:
-        _remove(tmp)
         raise TrainingError(f"cannot write checkpoint file {path}: {err}; earlier checkpoints are untouched") from err
-    return tmp
 
 
 def _loadable(obj: Any) -> Any:
@@ -47,11 +44,6 @@ def _loadable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_loadable(v) for v in obj)
     return obj
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.remove(path)
 
 
 def file_crc(path: str) -> int:
@@ -69,7 +61,8 @@ def remove_stale_tmp(directory: str, prefix: str = "*") -> List[str]:
     for suffix in SUFFIXES:
         for path in glob.glob(os.path.join(glob.escape(directory), f"{prefix}{suffix}.tmp*")):
             if not path.endswith(mine):
-                _remove(path)
+                with contextlib.suppress(OSError):
+                    os.remove(path)
                 removed.append(path)
     return removed
 
@@ -89,26 +82,21 @@ def save_checkpoint(
     remove_stale_tmp(directory, glob.escape(prefix))
     base = os.path.join(directory, prefix)
     stamp = uuid.uuid4().hex
-    written = []  # (tmp, final); renamed only once every file is safely on disk
+    suffixes = SUFFIXES if opt_state is not None else (".pdparams", ".pdstates")
     try:
-        written.append((_write_tmp(dict(model_state), base + ".pdparams"), base + ".pdparams"))
-        if opt_state is not None:
-            opt = {**opt_state, _STAMP: stamp}
-            written.append((_write_tmp(opt, base + ".pdopt"), base + ".pdopt"))
-        st = _loadable(dict(states or {}))
-        st.update({_STAMP: stamp, "has_opt": opt_state is not None, "params_crc": file_crc(written[0][0])})
-        written.append((_write_tmp(st, base + ".pdstates"), base + ".pdstates"))
-    except BaseException:
-        for tmp, _ in written:
-            _remove(tmp)
-        raise
-    try:
-        for tmp, final in written:  # .pdstates last: it commits the set
-            os.replace(tmp, final)
-    except OSError as err:
+        with contextlib.ExitStack() as stack:  # renames in reverse: .pdstates (the commit) last
+            tmp = {s: stack.enter_context(atomic_path(base + s, f"{base}{s}.tmp{os.getpid()}"))
+                   for s in reversed(suffixes)}
+            _save(dict(model_state), tmp[".pdparams"], base + ".pdparams")
+            if opt_state is not None:
+                _save({**opt_state, _STAMP: stamp}, tmp[".pdopt"], base + ".pdopt")
+            st = _loadable(dict(states or {}))
+            st.update({_STAMP: stamp, "has_opt": opt_state is not None,
+                       "params_crc": file_crc(tmp[".pdparams"])})
+            _save(st, tmp[".pdstates"], base + ".pdstates")
+    except OSError as err:  # not a write (_save raised TrainingError for those): a rename
         raise TrainingError(f"cannot commit checkpoint {base}: {err}; it may be incomplete, the other checkpoints "
                             f"in {directory} are untouched") from err
-    fsync_dir(directory)
     return base
 
 

@@ -20,12 +20,15 @@ def fsync_dir(directory: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """A temporary name next to ``path`` for writers that want a file name (``paddle.save``,
-    ``faiss.write_index``): fsynced and renamed onto ``path`` on a clean exit, removed on an error."""
+def atomic_path(path: str, tmp: Optional[str] = None) -> Iterator[str]:
+    """A temporary name next to ``path`` (``tmp``, else a fresh one) for writers that want a file
+    name (``paddle.save``, ``faiss.write_index``): fsynced and renamed onto ``path`` on a clean
+    exit, removed on an error."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
+    if tmp is None:
+        name = os.path.basename(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        os.close(fd)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
