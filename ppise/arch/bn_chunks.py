@@ -31,12 +31,9 @@ def _bn_layers(model: nn.Layer) -> List[nn.Layer]:
 
 def forward_in_chunks(forward: Callable[..., Dict[str, paddle.Tensor]], model: nn.Layer, x: paddle.Tensor,
                       label: Optional[paddle.Tensor], chunk: int) -> Dict[str, paddle.Tensor]:
-    """``forward(x_c, label_c)`` for each chunk of ``chunk`` rows; outputs concatenated on axis 0.
-
-    The first chunk updates the real running statistics; later chunks update scratch copies
-    that are dropped (swapped in and out, never written in place: autograd keeps versioned
-    references to the tensors a BN op saw).
-    """
+    """``forward(x_c, label_c)`` for each chunk of ``chunk`` rows, outputs concatenated. Only the
+    first chunk updates the running statistics; later ones update scratch copies swapped in and
+    out, never written in place (autograd keeps versioned references to what a BN op saw)."""
     n = int(x.shape[0])
     layers = _bn_layers(model)
     outs: List[Dict[str, paddle.Tensor]] = []

@@ -127,19 +127,13 @@ def model_gmac(model, image_shape: Sequence[int]) -> float:
 
     macs = [0]
 
-    def conv_hook(layer, inputs, output):
-        kh, kw = layer.weight.shape[2:]
-        macs[0] += int(np.prod(output.shape)) * (layer.weight.shape[1]) * kh * kw
+    def count(layer, inputs, output):  # weights: conv [out, in, kh, kw], linear [in, out]
+        shape = layer.weight.shape
+        fan_in = shape[1:] if isinstance(layer, paddle.nn.Conv2D) else shape[:1]
+        macs[0] += int(np.prod(output.shape)) * int(np.prod(fan_in))
 
-    def linear_hook(layer, inputs, output):
-        macs[0] += int(np.prod(output.shape)) * layer.weight.shape[0]
-
-    hooks = []
-    for sub in model.sublayers(include_self=True):
-        if isinstance(sub, paddle.nn.Conv2D):
-            hooks.append(sub.register_forward_post_hook(conv_hook))
-        elif isinstance(sub, paddle.nn.Linear):
-            hooks.append(sub.register_forward_post_hook(linear_hook))
+    hooks = [sub.register_forward_post_hook(count) for sub in model.sublayers(include_self=True)
+             if isinstance(sub, (paddle.nn.Conv2D, paddle.nn.Linear))]
     was_training = model.training
     model.eval()
     try:

@@ -1,5 +1,3 @@
-"""Backbones: importing this package registers ppise's own in ``ppise.registry.BACKBONES``.
-
-Names not registered here resolve through PaddleClas's zoo (see ``paddleclas_zoo``).
-"""
+"""Backbones: importing this package registers ppise's own in ``ppise.registry.BACKBONES``;
+other names resolve through PaddleClas's zoo (``paddleclas_zoo``)."""
 from . import resnet_mini, resnet_stride1  # noqa: F401  (registration side effects)
