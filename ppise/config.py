@@ -122,8 +122,7 @@ def _read_mapping(path: str) -> Dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid YAML: {type(err).__name__}: {str(err)[:500]}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from err
-    if data is None:
-        data = {}
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
     return data

@@ -86,21 +86,15 @@ def stop_after(root: nn.Layer, pattern: str) -> bool:
     keys = _parse_layer_path(pattern)
     if not keys:
         return False
-    layer = root
+    layers = [root]
     for key in keys:  # validate the whole path before changing anything
-        if key not in layer._sub_layers:
+        if key not in layers[-1]._sub_layers:
             return False
-        layer = layer._sub_layers[key]
-    layer = root
-    for key in keys:
-        subs = layer._sub_layers
-        after = False
-        for name in list(subs):
-            if after:
-                subs[name] = nn.Identity()
-            elif name == key:
-                after = True
-        layer = subs[key]
+        layers.append(layers[-1]._sub_layers[key])
+    for layer, key in zip(layers, keys):
+        names = list(layer._sub_layers)
+        for name in names[names.index(key) + 1:]:
+            layer._sub_layers[name] = nn.Identity()
     return True
 
 

@@ -3,6 +3,7 @@ report naming every mismatch at once; convert torchvision / PaddleClas ResNet-50
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -104,6 +105,7 @@ def save_state_dict_atomic(state: Dict[str, Any], path: str) -> None:
 _TV_STAGES = (3, 4, 6, 3)  # torchvision layer1..layer4 bottlenecks of ResNet-50
 _TV_BN = {"weight": "weight", "bias": "bias", "running_mean": "_mean", "running_var": "_variance"}
 _TV_DROPPED = ("fc.weight", "fc.bias")  # the ImageNet classifier: not part of a re-ID backbone
+_TV_BLOCK = re.compile(r"layer([1-4])\.(\d+)\.(?:(conv|bn)([1-3])|downsample\.([01]))")
 
 
 def torchvision_to_ppise_key(key: str) -> Optional[str]:
@@ -112,27 +114,24 @@ def torchvision_to_ppise_key(key: str) -> Optional[str]:
     ``blocks.{n}.conv{j-1}.conv``/``.bn`` (n counts bottlenecks over stages), ``downsample.0``
     /``.1`` -> ``short.conv``/``.bn``. None for ``num_batches_tracked`` and ``fc``; else KeyError.
     """
-    parts = key.split(".")
-    if key in _TV_DROPPED or parts[-1] == "num_batches_tracked":
+    module, _, leaf = key.rpartition(".")
+    if key in _TV_DROPPED or leaf == "num_batches_tracked":
         return None
-    if parts[0] == "conv1" and parts[1:] == ["weight"]:
-        return "stem.0.conv.weight"
-    if parts[0] == "bn1" and len(parts) == 2 and parts[1] in _TV_BN:
-        return f"stem.0.bn.{_TV_BN[parts[1]]}"
-    if len(parts) >= 4 and parts[0] in ("layer1", "layer2", "layer3", "layer4") and parts[1].isdigit():
-        stage, block = int(parts[0][-1]) - 1, int(parts[1])
-        if block < _TV_STAGES[stage]:
-            n = sum(_TV_STAGES[:stage]) + block
-            rest = parts[2:]
-            if len(rest) == 2 and rest[0] in ("conv1", "conv2", "conv3") and rest[1] == "weight":
-                return f"blocks.{n}.conv{int(rest[0][-1]) - 1}.conv.weight"
-            if len(rest) == 2 and rest[0] in ("bn1", "bn2", "bn3") and rest[1] in _TV_BN:
-                return f"blocks.{n}.conv{int(rest[0][-1]) - 1}.bn.{_TV_BN[rest[1]]}"
-            if block == 0 and len(rest) == 3 and rest[0] == "downsample":
-                if rest[1] == "0" and rest[2] == "weight":
-                    return f"blocks.{n}.short.conv.weight"
-                if rest[1] == "1" and rest[2] in _TV_BN:
-                    return f"blocks.{n}.short.bn.{_TV_BN[rest[2]]}"
+    m = _TV_BLOCK.fullmatch(module)
+    if module in ("conv1", "bn1"):
+        new, kind = "stem.0", module[:-1]
+    elif m and int(m[2]) < _TV_STAGES[int(m[1]) - 1] and (m[5] is None or int(m[2]) == 0):
+        n = sum(_TV_STAGES[:int(m[1]) - 1]) + int(m[2])
+        if m[5] is None:  # conv{j} / bn{j}
+            new, kind = f"blocks.{n}.conv{int(m[4]) - 1}", m[3]
+        else:  # downsample.0 (conv) / .1 (bn)
+            new, kind = f"blocks.{n}.short", ("conv", "bn")[int(m[5])]
+    else:
+        raise KeyError(key)
+    if kind == "conv" and leaf == "weight":
+        return f"{new}.conv.weight"
+    if kind == "bn" and leaf in _TV_BN:
+        return f"{new}.bn.{_TV_BN[leaf]}"
     raise KeyError(key)
 
 

@@ -22,9 +22,7 @@ def _zoo_module() -> Optional[Any]:
 
 
 def _is_builder(obj: Any) -> bool:
-    if inspect.isclass(obj):
-        return issubclass(obj, nn.Layer)
-    return inspect.isfunction(obj)
+    return issubclass(obj, nn.Layer) if inspect.isclass(obj) else inspect.isfunction(obj)
 
 
 def find_paddleclas_backbone(name: str) -> Optional[Callable[..., nn.Layer]]:

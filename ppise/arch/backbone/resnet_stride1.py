@@ -57,11 +57,8 @@ class Bottleneck(nn.Layer):
 
 
 class ResNetLastStride(nn.Layer):
-    """Bottleneck ResNet (PaddleClas "vb") with a configurable last-stage stride.
-
-    Output without a stop layer: ``fc`` logits ``[N, class_num]``; with
-    ``BackboneStopLayer: avg_pool``: pooled features ``[N, 2048, 1, 1]`` (BNNeck flattens).
-    """
+    """Bottleneck ResNet (PaddleClas "vb") with a configurable last-stage stride: ``fc`` logits
+    ``[N, class_num]``, or ``[N, 2048, 1, 1]`` with ``BackboneStopLayer: avg_pool``."""
 
     def __init__(self, depth: int = 50, last_stride: int = 1, class_num: int = 1000,
                  lr_mult_list: Sequence[float] = (1.0, 1.0, 1.0, 1.0, 1.0), input_image_channel: int = 3) -> None:
