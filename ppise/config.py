@@ -362,10 +362,9 @@ def check_components(cfg: Dict[str, Any], warn=None, training: bool = False) -> 
         if isinstance(lr, dict):
             check(LR_SCHEDULERS, dict(lr, name=lr.get("name", "Constant")), "Optimizer.lr",
                   supplied=("iters_per_epoch", "epochs"), handled=("warmup_start_lr", "warmup_epoch"))  # warmup wraps any schedule
-    loaders = cfg.get("DataLoader") if isinstance(cfg.get("DataLoader"), dict) else {}
-    sections = [("DataLoader.Train", loaders.get("Train"))]
-    evals = loaders.get("Eval") if isinstance(loaders.get("Eval"), dict) else {}
-    sections += [(f"DataLoader.Eval.{k}", v) for k, v in evals.items()]
+    evals = get(cfg, "DataLoader.Eval", None)
+    sections = [("DataLoader.Train", get(cfg, "DataLoader.Train", None))]
+    sections += [(f"DataLoader.Eval.{k}", v) for k, v in (evals if isinstance(evals, dict) else {}).items()]
     for where, section in sections:
         if not isinstance(section, dict):
             continue
