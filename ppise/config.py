@@ -6,41 +6,46 @@ Override values are typed with ``yaml.safe_load`` (never ``eval``), so ``-o a=3`
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import re
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
 from .errors import ConfigError
-from .registry import check_arguments, check_type, split_spec
-from .utils.device import DEVICE_CHOICES
+from .registry import PADDLECLAS_COMPONENT_KEYS, check_arguments, check_type, split_spec
+from .registry import close_match as _suggest  # the name the deploy config and the engine import
+from .utils.device import DEVICE_CHOICES, parse_device
 from .utils.fileio import atomic_write
 
 SECTIONS = ("Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Cluster", "Infer", "AMP")
 
-# Every key of the plain sections, declared once: name -> (allowed types, default).
-# Component sections (Arch, Loss, Optimizer, DataLoader, Metric) are checked against the
-# keyword arguments of the registered classes they name (``check_components``).
+# Every key of the plain sections, declared once: name -> (allowed types, default[, check]), a
+# check being the allowed values or (test, what the value must be). Component sections (Arch,
+# Loss, Optimizer, DataLoader, Metric) are checked against the keyword arguments of the
+# registered classes they name (``check_components``).
+Schema = Dict[str, tuple]
 _NONE = type(None)
-GLOBAL_SCHEMA: Dict[str, Tuple[tuple, Any]] = {
+_AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+GLOBAL_SCHEMA: Schema = {
     "checkpoints": ((str, _NONE), None),
     "pretrained_model": ((str, _NONE), None),
     "output_dir": ((str,), "./output/"),
-    "device": ((str,), "cpu"),
+    "device": ((str,), "cpu", (lambda v: parse_device(v, strict=False) is not None,
+                               "one of " + ", ".join(DEVICE_CHOICES))),
     "seed": ((int, _NONE), 0),
-    "epochs": ((int,), 1),
-    "save_interval": ((int,), 1),
+    "epochs": ((int,), 1, _AT_LEAST_1),
+    "save_interval": ((int,), 1, _AT_LEAST_1),
     "eval_during_train": ((bool,), True),
-    "eval_interval": ((int,), 1),
-    "print_batch_step": ((int,), 10),
+    "eval_interval": ((int,), 1, _AT_LEAST_1),
+    "print_batch_step": ((int,), 10, _AT_LEAST_1),
     "use_visualdl": ((bool,), False),
     "image_shape": ((list,), [3, 256, 128]),
     "save_inference_dir": ((str,), "./inference"),
-    "export_format": ((str,), "pir"),
-    "eval_mode": ((str,), "retrieval"),
-    "eval_protocol": ((str,), "market"),
+    "export_format": ((str,), "pir", ("pir", "legacy")),
+    "eval_mode": ((str,), "retrieval", ("retrieval",)),
+    "eval_protocol": ((str,), "market", ("market", "paddleclas")),
     "feature_normalize": ((bool,), True),
     "save_features": ((str, _NONE), None),
     "cpu_threads": ((int, _NONE), None),
@@ -55,53 +60,31 @@ GLOBAL_SCHEMA: Dict[str, Tuple[tuple, Any]] = {
 # PaddleClas Global keys ppise has no use for: accepted with a warning so official configs load.
 PADDLECLAS_GLOBAL_KEYS = ("use_dali", "class_num", "use_multilabel", "update_freq", "retrieval_feature_from",
                           "re_ranking", "use_sync_bn", "start_eval_epoch", "calc_metric_during_train")
-CLUSTER_SCHEMA: Dict[str, Tuple[tuple, Any]] = {
-    "k1": ((int,), 30),
-    "k2": ((int,), 6),
-    "eps": ((float,), 0.6),
-    "min_samples": ((int,), 4),
-    "knn": ((str,), "exact"),
-    "device": ((str,), "cpu"),
-    "gemm": ((str,), "auto"),
+CLUSTER_SCHEMA: Schema = {
+    "k1": ((int,), 30, _AT_LEAST_1),
+    "k2": ((int,), 6, _AT_LEAST_1),
+    # Jaccard distances lie in [0, 1]: eps >= 1 would put every pair in one neighbourhood
+    "eps": ((float,), 0.6, (lambda v: 0 < v < 1, "in (0, 1) (the DBSCAN radius on Jaccard "
+                                                 "distances, which lie in [0, 1])")),
+    "min_samples": ((int,), 4, _AT_LEAST_1),
+    "knn": ((str,), "exact", ("exact", "ivf")),
+    "device": ((str,), "cpu", ("cpu", "gpu")),
+    "gemm": ((str,), "auto", ("auto", "numpy", "scipy", "paddle", "torch")),
     "save_labels": ((bool,), False),
-    "batch_size": ((int, _NONE), None),
+    "batch_size": ((int, _NONE), None, (lambda v: v is None or v >= 1, ">= 1")),
     "transform_ops": ((list, _NONE), None),
 }
-CLUSTER_DEFAULTS: Dict[str, Any] = {k: v for k, (_, v) in CLUSTER_SCHEMA.items()}
+CLUSTER_DEFAULTS: Dict[str, Any] = {k: spec[1] for k, spec in CLUSTER_SCHEMA.items()}
+_CASELESS = ("Cluster.knn", "Cluster.device")  # the clustering lower-cases them
 # PaddleClas's AMP section: present means on (unless use_amp: False); checked only when present.
-AMP_SCHEMA: Dict[str, Tuple[tuple, Any]] = {
+AMP_SCHEMA: Schema = {
     "use_amp": ((bool,), True),
-    "scale_loss": ((float,), 1.0),
+    "scale_loss": ((float,), 1.0, (lambda v: v > 0, "> 0")),
     "use_dynamic_loss_scaling": ((bool,), True),
-    "level": ((str,), "O1"),
-    "dtype": ((str,), "float16"),
+    "level": ((str,), "O1", ("O1", "O2")),
+    "dtype": ((str,), "float16", ("float16", "bfloat16")),
     "use_promote": ((bool,), False),
     "use_fp16_test": ((bool,), False),
-}
-CHOICES = {
-    "Global.device": DEVICE_CHOICES,  # cpu, gpu, gpu:N, xpu[:N], npu[:N]
-    "Global.eval_protocol": ("market", "paddleclas"),
-    "Global.export_format": ("pir", "legacy"),
-    "Global.eval_mode": ("retrieval",),
-    "Cluster.knn": ("exact", "ivf"),
-    "Cluster.device": ("cpu", "gpu"),
-    "Cluster.gemm": ("auto", "numpy", "scipy", "paddle", "torch"),
-    "AMP.level": ("O1", "O2"),
-    "AMP.dtype": ("float16", "bfloat16"),
-}
-# Range checks: path -> (test, what it must be).
-RANGES = {
-    "Global.epochs": (lambda v: v >= 1, ">= 1"),
-    "Global.save_interval": (lambda v: v >= 1, ">= 1"),
-    "Global.eval_interval": (lambda v: v >= 1, ">= 1"),
-    "Global.print_batch_step": (lambda v: v >= 1, ">= 1"),
-    "Cluster.k1": (lambda v: v >= 1, ">= 1"),
-    "Cluster.k2": (lambda v: v >= 1, ">= 1"),
-    "Cluster.min_samples": (lambda v: v >= 1, ">= 1"),
-    # Jaccard distances lie in [0, 1]: eps >= 1 would put every pair in one neighbourhood
-    "Cluster.eps": (lambda v: 0 < v < 1, "in (0, 1) (the DBSCAN radius on Jaccard distances, which lie in [0, 1])"),
-    "Cluster.batch_size": (lambda v: v is None or v >= 1, ">= 1"),
-    "AMP.scale_loss": (lambda v: v > 0, "> 0"),
 }
 SECTION_SCHEMAS = {"Global": GLOBAL_SCHEMA, "Cluster": CLUSTER_SCHEMA, "AMP": AMP_SCHEMA}
 
@@ -139,8 +122,7 @@ def _read_mapping(path: str) -> Dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid YAML: {type(err).__name__}: {str(err)[:500]}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from err
-    if data is None:
-        data = {}
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
@@ -158,11 +140,8 @@ def merge_config(base: Dict[str, Any], child: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def load_yaml(path: str, _chain: Tuple[str, ...] = ()) -> Dict[str, Any]:
-    """Read a YAML mapping, resolving ``_BASE_: other.yaml`` (relative to the file, may chain).
-
-    The file's keys are merged over its base's with :func:`merge_config`, so a variant shows
-    only what differs; a key set to null in the child stays null.
-    """
+    """Read a YAML mapping whose keys are merged (:func:`merge_config`) over those of its
+    ``_BASE_: other.yaml`` (relative to the file, may chain): a variant shows only what differs."""
     data = _read_mapping(path)
     base = data.pop("_BASE_", None)
     if base is None:
@@ -205,7 +184,7 @@ def _index(container: list, part: str, path: str) -> int:
 
 
 def apply_override(cfg: Dict[str, Any], text: str, sections: Sequence[str] = SECTIONS,
-                   schemas: Optional[Dict[str, Dict[str, Tuple[tuple, Any]]]] = None) -> None:
+                   schemas: Optional[Dict[str, Schema]] = None) -> None:
     """Set one override in place; only leaf keys may be new, and the direct keys of a section
     with a schema (``schemas``, default SECTION_SCHEMAS) must be known. The deploy config passes its own."""
     schemas = SECTION_SCHEMAS if schemas is None else schemas
@@ -244,24 +223,9 @@ def apply_override(cfg: Dict[str, Any], text: str, sections: Sequence[str] = SEC
         raise ConfigError(f"override {path}: parent holds a {type(node).__name__}, not a section")
 
 
-def _suggest(word: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _check_section(cfg: Dict[str, Any], section: str, warn, tolerated: Sequence[str] = ()) -> None:
-    """The section ``section`` of ``cfg`` against SECTION_SCHEMAS (an absent section becomes {})."""
-    node = cfg.get(section)
-    node = {} if node is None else node
-    if not isinstance(node, dict):
-        raise ConfigError(f"section {section} must be a mapping of keys, got {node!r}")
-    cfg[section] = node
-    check_section(node, SECTION_SCHEMAS[section], section, warn, tolerated=tolerated)
-
-
-def check_section(node: Dict[str, Any], schema: Dict[str, Tuple[tuple, Any]], section: str, warn=None,
+def check_section(node: Dict[str, Any], schema: Schema, section: str, warn=None,
                   tolerated: Sequence[str] = (), strict: bool = True) -> None:
-    """Keys of ``schema`` (name -> (types, default)): check types, fill defaults. Unknown keys
+    """Keys of ``schema`` (name -> (types, default, ...)): check types, fill defaults. Unknown keys
     are errors naming the path, except ``tolerated`` ones (and all of them when not ``strict``),
     which only warn: PaddleClas files carry keys ppise does not use."""
     for key, value in list(node.items()):
@@ -274,15 +238,23 @@ def check_section(node: Dict[str, Any], schema: Dict[str, Tuple[tuple, Any]], se
                      else f"{section}.{key} is not used by ppise{_suggest(key, schema)}")
             continue
         check_type(value, schema[key][0], f"{section}.{key}")
-    for key, (_, default) in schema.items():
-        node.setdefault(key, copy.deepcopy(default))
+    for key, spec in schema.items():
+        node.setdefault(key, copy.deepcopy(spec[1]))
+
+
+def _check_value(path: str, value: Any, check: tuple) -> None:
+    """``check``: the allowed values, or (test, what the value must be)."""
+    if callable(check[0]):
+        if value != value or not check[0](value):  # nan fails every range
+            raise ConfigError(f"{path} must be {check[1]}, got {value!r}")
+    elif (value.lower() if path in _CASELESS else value) not in check:
+        raise ConfigError(f"{path} must be one of {', '.join(check)}, got {value!r}")
 
 
 def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
     """Check every section's keys, types and values, fill defaults; returns the same dict.
 
-    Old ISE configs (``Arch.Head: ISEHead``, ``ClusterMemoryLoss.use_support``) are converted
-    to the ``Loss.Train: - ISESupport`` form with one warning. Components named in Arch, Loss,
+    Old ISE configs are converted (:func:`migrate_ise_config`); components named in Arch, Loss,
     Optimizer, DataLoader and Metric are checked by :func:`check_components`.
     """
     for section in cfg:
@@ -290,40 +262,28 @@ def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
             raise ConfigError(f"unknown config section '{section}'{_suggest(section, SECTIONS)}; sections: {', '.join(SECTIONS)}")
         if cfg[section] is not None and not isinstance(cfg[section], (dict, list)):
             raise ConfigError(f"section {section} must be a mapping, got {cfg[section]!r}")
-    _check_section(cfg, "Global", warn, tolerated=PADDLECLAS_GLOBAL_KEYS)
-    _check_section(cfg, "Cluster", warn)
-    if cfg.get("AMP") is not None:  # an absent AMP section means no AMP (PaddleClas)
-        _check_section(cfg, "AMP", warn)
-    glob = cfg["Global"]
-    for path, options in CHOICES.items():
-        if cfg.get(path.split(".")[0]) is None:
-            continue  # an optional section that is absent (AMP)
-        value = get(cfg, path)
-        if isinstance(value, str) and path in ("Cluster.knn", "Cluster.device"):
-            value = value.lower()
-        if value not in options:
-            raise ConfigError(f"{path} must be one of {', '.join(options)}, got {value!r}")
-    shape = glob["image_shape"]
+    for section, schema in SECTION_SCHEMAS.items():
+        if section == "AMP" and cfg.get("AMP") is None:
+            continue  # an absent AMP section means no AMP (PaddleClas)
+        node = cfg[section] = {} if cfg.get(section) is None else cfg[section]
+        if not isinstance(node, dict):
+            raise ConfigError(f"section {section} must be a mapping of keys, got {node!r}")
+        tolerated = PADDLECLAS_GLOBAL_KEYS if section == "Global" else ()
+        check_section(node, schema, section, warn, tolerated=tolerated)
+        for key, spec in schema.items():
+            if len(spec) > 2:
+                _check_value(f"{section}.{key}", node[key], spec[2])
+    shape = cfg["Global"]["image_shape"]
     if len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape):
         raise ConfigError(f"Global.image_shape must be [C, H, W] positive ints, got {shape!r}")
-    for path, (test, what) in RANGES.items():
-        if cfg.get(path.split(".")[0]) is None:
-            continue  # an optional section that is absent (AMP)
-        value = get(cfg, path)
-        if not test(value) or (isinstance(value, float) and value != value):  # nan fails every range
-            raise ConfigError(f"{path} must be {what}, got {value!r}")
     migrate_ise_config(cfg, warn)
     return cfg
 
 
 def migrate_ise_config(cfg: Dict[str, Any], warn=None) -> None:
     """Convert the pre-objective ISE form in place (one warning): ``Arch.Head: ISEHead`` becomes
-    ``Loss.Train: - ISESupport`` after ClusterMemoryLoss; ``ClusterMemoryLoss.use_support`` goes.
-
-    ``use_support: False`` together with ISE supports is refused: supports now always join the
-    memory loss and its update, as in the official code (the False mode, supports feeding the
-    LP loss only, does not exist any more). Without supports the key meant nothing and is dropped.
-    """
+    ``Loss.Train: - ISESupport`` after ClusterMemoryLoss; ``ClusterMemoryLoss.use_support`` goes
+    (refused when False with supports: they now always join the memory loss, as officially)."""
     notes = []
     arch = cfg.get("Arch") if isinstance(cfg.get("Arch"), dict) else {}
     head = arch.get("Head")
@@ -333,7 +293,7 @@ def migrate_ise_config(cfg: Dict[str, Any], warn=None) -> None:
     if isinstance(head, dict) and (head.get("name") == "ISEHead" or (len(head) == 1 and "ISEHead" in head)):
         if "ISESupport" in names:
             raise ConfigError("Arch.Head: ISEHead and Loss.Train: - ISESupport both given; keep only Loss.Train's ISESupport")
-        _, kwargs = component(head, "Arch.Head")
+        _, kwargs = split_spec(head, "Arch.Head")
         if losses is None:
             losses = cfg.setdefault("Loss", {}).setdefault("Train", [])
         at = names.index("ClusterMemoryLoss") + 1 if "ClusterMemoryLoss" in names else len(losses)
@@ -359,14 +319,9 @@ def migrate_ise_config(cfg: Dict[str, Any], warn=None) -> None:
         if warn:
             warn(message)
         else:
-            import warnings
-
             warnings.warn(message, stacklevel=3)
 
 
-# PaddleClas keys that ppise's components take and ignore (accepted with a warning).
-PADDLECLAS_COMPONENT_KEYS = ("use_ssld", "pretrained", "grad_clip", "no_weight_decay_name",
-                             "one_dim_param_no_weight_decay", "multi_precision", "last_epoch", "backend")
 _DATALOADER_PARTS = ("dataset", "sampler", "loader")
 
 
@@ -407,10 +362,9 @@ def check_components(cfg: Dict[str, Any], warn=None, training: bool = False) -> 
         if isinstance(lr, dict):
             check(LR_SCHEDULERS, dict(lr, name=lr.get("name", "Constant")), "Optimizer.lr",
                   supplied=("iters_per_epoch", "epochs"), handled=("warmup_start_lr", "warmup_epoch"))  # warmup wraps any schedule
-    loaders = cfg.get("DataLoader") if isinstance(cfg.get("DataLoader"), dict) else {}
-    sections = [("DataLoader.Train", loaders.get("Train"))]
-    evals = loaders.get("Eval") if isinstance(loaders.get("Eval"), dict) else {}
-    sections += [(f"DataLoader.Eval.{k}", v) for k, v in evals.items()]
+    evals = get(cfg, "DataLoader.Eval", None)
+    sections = [("DataLoader.Train", get(cfg, "DataLoader.Train", None))]
+    sections += [(f"DataLoader.Eval.{k}", v) for k, v in (evals if isinstance(evals, dict) else {}).items()]
     for where, section in sections:
         if not isinstance(section, dict):
             continue
@@ -443,23 +397,13 @@ def get(cfg: Dict[str, Any], path: str, default: Any = ConfigError) -> Any:
     """Read ``A.b.0.c``; without a default a missing key raises ConfigError naming the path."""
     node: Any = cfg
     for part in path.split("."):
-        idx = _as_int(part) if isinstance(node, list) else None
-        if idx is not None and -len(node) <= idx < len(node):
-            node = node[idx]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
+        try:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        except (KeyError, IndexError, TypeError, ValueError):
             if default is ConfigError:
-                raise ConfigError(f"missing required config key {path}")
+                raise ConfigError(f"missing required config key {path}") from None
             return default
     return node
-
-
-def _as_int(text: str) -> Optional[int]:
-    try:
-        return int(text)
-    except ValueError:
-        return None
 
 
 def get_config(path: str, overrides: Optional[Sequence[str]] = None, warn=None) -> Dict[str, Any]:
@@ -483,6 +427,4 @@ def save(cfg: Dict[str, Any], out_dir: str, name: str = "config.yaml") -> str:
     return dst
 
 
-def component(spec: Any, path: str) -> Tuple[str, Dict[str, Any]]:
-    """Split ``{name: X, a: 1}`` or ``{X: {a: 1}}`` (PaddleClas list style) into (name, kwargs)."""
-    return split_spec(spec, path)
+component = split_spec  # (name, kwargs) of {name: X, a: 1} or {X: {a: 1}} (PaddleClas list style)

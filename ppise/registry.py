@@ -6,6 +6,7 @@ config path, the registered names and the closest match, so callers need no try/
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import typing
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
@@ -33,25 +34,19 @@ def split_spec(spec: Any, where: str) -> Tuple[str, Dict[str, Any]]:
 
 
 _SIMPLE = (bool, int, float, str, list, dict)
+# PaddleClas keys that ppise's components take and ignore (accepted with a warning).
+PADDLECLAS_COMPONENT_KEYS = ("use_ssld", "pretrained", "grad_clip", "no_weight_decay_name",
+                             "one_dim_param_no_weight_decay", "multi_precision", "last_epoch",
+                             "backend")
 
 
 def _accepted_types(hint: Any) -> Optional[tuple]:
     """The plain types a type hint allows (None: not checkable, accept anything)."""
-    if hint in _SIMPLE:
-        return (hint,)
     if typing.get_origin(hint) is typing.Union:
-        types = []
-        for arg in typing.get_args(hint):
-            if arg is type(None):
-                types.append(type(None))
-                continue
-            sub = _accepted_types(typing.get_origin(arg) or arg)
-            if sub is None:
-                return None
-            types.extend(sub)
-        return tuple(types)
-    origin = typing.get_origin(hint)
-    return (origin,) if origin in (list, dict) else None
+        parts = [(a,) if a is type(None) else _accepted_types(a) for a in typing.get_args(hint)]
+        return None if None in parts else sum(parts, ())
+    hint = typing.get_origin(hint) or hint
+    return (hint,) if hint in _SIMPLE else None
 
 
 def check_type(value: Any, types: tuple, path: str) -> None:
@@ -67,10 +62,9 @@ def check_type(value: Any, types: tuple, path: str) -> None:
 
 def check_arguments(factory: Callable[..., Any], kwargs: Dict[str, Any], where: str,
                     supplied: Sequence[str] = (), tolerated: Sequence[str] = (), warn=None) -> None:
-    """Every key of ``kwargs`` must be a keyword of ``factory`` (``supplied`` ones are passed by
-    the code, not the config) and match its annotated type. Keys in ``tolerated`` (PaddleClas
-    keys a factory takes through ``**kwargs`` and ignores) are passed on with a warning.
-    Unannotated parameters are not type-checked; the factory checks their values."""
+    """Every key of ``kwargs`` must be a keyword of ``factory`` (``supplied`` ones come from the
+    code, not the config) and match its annotated type, if any. Keys in ``tolerated`` (PaddleClas
+    keys a factory takes through ``**kwargs`` and ignores) are passed on with a warning."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -102,17 +96,13 @@ class Registry:
 
     def register(self, obj: Optional[Callable[..., Any]] = None, name: Optional[str] = None):
         """Use as ``@REG.register`` or ``@REG.register(name="Alias")`` or ``REG.register(obj)``."""
-
-        def _add(item: Callable[..., Any]) -> Callable[..., Any]:
-            key = name or item.__name__
-            if key in self._items and self._items[key] is not item:
-                raise KeyError(f"{self.kind} '{key}' is already registered")
-            self._items[key] = item
-            return item
-
         if obj is None:
-            return _add
-        return _add(obj)
+            return functools.partial(self.register, name=name)
+        key = name or obj.__name__
+        if key in self._items and self._items[key] is not obj:
+            raise KeyError(f"{self.kind} '{key}' is already registered")
+        self._items[key] = obj
+        return obj
 
     def get(self, name: Any, where: str = "") -> Callable[..., Any]:
         """The registered factory; an unknown name is a ConfigError listing what exists."""
@@ -131,11 +121,13 @@ class Registry:
         named = "name" in spec
         return name, self.get(name, f"{where}.name" if named else where), kwargs, where if named else f"{where}.{name}"
 
-    def build(self, spec: Any, where: str = "", **supplied: Any) -> Any:
+    def build(self, spec: Any, where: str = "", *, tolerated: Sequence[str] = (),
+              **supplied: Any) -> Any:
         """Build from a spec (see :meth:`resolve`) plus the arguments the code supplies; every
-        config mistake is a ConfigError naming its config path."""
+        config mistake is a ConfigError naming its config path. ``tolerated``: see
+        :func:`check_arguments`."""
         name, factory, kwargs, at = self.resolve(spec, where)
-        check_arguments(factory, kwargs, at, supplied=tuple(supplied))
+        check_arguments(factory, kwargs, at, supplied=tuple(supplied), tolerated=tolerated)
         try:
             return factory(**kwargs, **supplied)
         except TypeError as err:

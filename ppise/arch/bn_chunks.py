@@ -1,14 +1,9 @@
 """BatchNorm over fixed-size chunks of the training batch (``Arch.bn_batch_size``).
 
-The official ISE / cluster-contrast runs train with ``nn.DataParallel`` on 4 GPUs: the 256
-batch is split into 4 chunks of 64 (4 identities x 16), every BN layer normalises each
-chunk with that chunk's statistics, only the replica on the first GPU writes its running
-statistics back, and the losses see the whole gathered batch. :func:`forward_in_chunks`
-reproduces this on any number of devices: it forwards the rank's batch chunk by chunk
-(in order, ``chunk`` images each, the last may be smaller), concatenates every output and
-restores each BN layer's running mean / variance to their values after the first chunk.
-Gradients flow through every chunk as usual (BN backward uses the batch statistics, not
-the running ones).
+The official ISE / cluster-contrast runs use ``nn.DataParallel`` on 4 GPUs: each BN layer
+normalises each 64-image chunk of the 256 batch with its own statistics and only the first
+replica's running statistics are kept, while the losses see the whole batch. This does the
+same on any number of devices.
 """
 from __future__ import annotations
 
@@ -18,8 +13,6 @@ import paddle
 import paddle.nn as nn
 
 from ppise.errors import ConfigError
-
-__all__ = ["forward_in_chunks", "check_bn_batch_size"]
 
 
 def check_bn_batch_size(value, where: str = "Arch.bn_batch_size") -> Optional[int]:
@@ -38,12 +31,9 @@ def _bn_layers(model: nn.Layer) -> List[nn.Layer]:
 
 def forward_in_chunks(forward: Callable[..., Dict[str, paddle.Tensor]], model: nn.Layer, x: paddle.Tensor,
                       label: Optional[paddle.Tensor], chunk: int) -> Dict[str, paddle.Tensor]:
-    """``forward(x_c, label_c)`` for each chunk of ``chunk`` rows; outputs concatenated on axis 0.
-
-    The first chunk updates the real running statistics; later chunks update scratch copies
-    that are dropped (swapped in and out, never written in place: autograd keeps versioned
-    references to the tensors a BN op saw).
-    """
+    """``forward(x_c, label_c)`` for each chunk of ``chunk`` rows, outputs concatenated. Only the
+    first chunk updates the running statistics; later ones update scratch copies swapped in and
+    out, never written in place (autograd keeps versioned references to what a BN op saw)."""
     n = int(x.shape[0])
     layers = _bn_layers(model)
     outs: List[Dict[str, paddle.Tensor]] = []

@@ -1,8 +1,5 @@
-"""Parse PaddleClas-style ``weight_attr`` / ``bias_attr`` config values into ``paddle.ParamAttr``.
-
-PaddleClas gears accept ``{initializer: {name, ...}, learning_rate, regularizer: {name, ...}}``;
-ppise accepts the same plus ``trainable``, so official configs build the same parameters.
-"""
+"""PaddleClas-style ``weight_attr`` / ``bias_attr`` config values (``{initializer: {name, ...},
+learning_rate, regularizer: {name, ...}}``, plus ``trainable``) as ``paddle.ParamAttr``."""
 from __future__ import annotations
 
 import copy

@@ -1,11 +1,8 @@
 """RecModel: backbone -> stop layer -> neck -> head, as PaddleClas's ``RecModel``.
 
-Same config schema, same output dict (``backbone``, ``neck``, ``features``, ``logits``) and
-same state-dict keys (``backbone.*``, ``neck.*``, ``head.*``), so PaddleClas weights load
-strictly. Differences on purpose: components come from ppise's registries (with PaddleClas's
-backbone zoo as a fallback, never ``eval``), every config mistake is a ConfigError naming the
-key, and weights are never downloaded. (ISE's support generator is part of the training
-objective, ``ppise/loss/ise_support.py``, not a head.)
+Same config schema, output dict and state-dict keys, so PaddleClas weights load strictly; but
+components come from ppise's registries (PaddleClas's backbone zoo as a fallback, never
+``eval``), every config mistake is a ConfigError naming the key, and nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -52,12 +49,10 @@ class RecModel(nn.Layer):
     def forward(self, x: paddle.Tensor, label: Optional[paddle.Tensor] = None) -> Dict[str, paddle.Tensor]:
         if self.training and self.bn_batch_size and int(x.shape[0]) > self.bn_batch_size:
             return forward_in_chunks(self.forward, self, x, label, self.bn_batch_size)
-        out: Dict[str, paddle.Tensor] = {}
-        x = self.backbone(x)
-        out["backbone"] = x
+        out: Dict[str, paddle.Tensor] = {"backbone": self.backbone(x)}
         if self.neck is not None:
-            out["neck"] = self.neck(x)
-        out["features"] = out["neck"] if self.neck is not None else x
+            out["neck"] = self.neck(out["backbone"])
+        out["features"] = out.get("neck", out["backbone"])
         if self.head is not None:
             src = out["backbone"] if self.head_feature_from == "backbone" else out["features"]
             out["logits"] = self.head(src, label)
@@ -70,10 +65,6 @@ class RecModel(nn.Layer):
                               f"it gives {sorted(out)}")
         y = out[self.infer_output_key]
         return F.softmax(y, axis=-1) if self.infer_add_softmax else y
-
-
-# ---------------------------------------------------------------------------------------------
-# stop layer
 
 
 def _parse_layer_path(pattern: str) -> List[str]:
@@ -89,30 +80,21 @@ def _parse_layer_path(pattern: str) -> List[str]:
 
 
 def stop_after(root: nn.Layer, pattern: str) -> bool:
-    """Turn every sub-layer that runs after ``pattern`` into an identity (PaddleClas semantics).
-
-    At each level of the path, later siblings (in registration order) become identities; it
-    relies on the network running its children in order, as PaddleClas's zoo and ppise's own
-    backbones do. Returns False (changing nothing) if the path does not exist.
-    """
+    """Turn every sub-layer that runs after ``pattern`` into an identity (PaddleClas semantics):
+    at each level of the path, later siblings in registration order, which relies on the network
+    running its children in order. Returns False (changing nothing) if the path does not exist."""
     keys = _parse_layer_path(pattern)
     if not keys:
         return False
-    layer = root
+    layers = [root]
     for key in keys:  # validate the whole path before changing anything
-        if key not in layer._sub_layers:
+        if key not in layers[-1]._sub_layers:
             return False
-        layer = layer._sub_layers[key]
-    layer = root
-    for key in keys:
-        subs = layer._sub_layers
-        after = False
-        for name in list(subs):
-            if after:
-                subs[name] = nn.Identity()
-            elif name == key:
-                after = True
-        layer = subs[key]
+        layers.append(layers[-1]._sub_layers[key])
+    for layer, key in zip(layers, keys):
+        names = list(layer._sub_layers)
+        for name in names[names.index(key) + 1:]:
+            layer._sub_layers[name] = nn.Identity()
     return True
 
 
@@ -125,18 +107,6 @@ def apply_stop_layer(backbone: nn.Layer, cfg: Any, where: str) -> None:
     if not ok:
         raise ConfigError(f"{where}.name: the backbone has no sub-layer {name!r}; "
                           f"its top-level sub-layers are {list(backbone._sub_layers)}")
-
-
-# ---------------------------------------------------------------------------------------------
-# building
-
-
-def _check_component_cfg(cfg: Any, where: str) -> Dict[str, Any]:
-    if not isinstance(cfg, dict) or "name" not in cfg:
-        raise ConfigError(f"{where} must be a mapping with a 'name' key, got {cfg!r}")
-    if not isinstance(cfg["name"], str):
-        raise ConfigError(f"{where}.name must be a string, got {cfg['name']!r}")
-    return copy.deepcopy(cfg)
 
 
 def _unknown_backbone(name: str, where: str) -> ConfigError:
@@ -162,7 +132,11 @@ def _load_backbone_weights(backbone: nn.Layer, path: str, where: str) -> None:
 
 def build_backbone(cfg: Any, where: str = "Arch.Backbone", skip_pretrained: bool = False) -> nn.Layer:
     """ppise registry first, then PaddleClas's zoo by name; weights only from a local file."""
-    cfg = _check_component_cfg(cfg, where)
+    if not isinstance(cfg, dict) or "name" not in cfg:
+        raise ConfigError(f"{where} must be a mapping with a 'name' key, got {cfg!r}")
+    if not isinstance(cfg["name"], str):
+        raise ConfigError(f"{where}.name must be a string, got {cfg['name']!r}")
+    cfg = copy.deepcopy(cfg)
     name = cfg.pop("name")
     pretrained = cfg.pop("pretrained", False)
     cfg.pop("use_ssld", None)  # only selects which ImageNet file to download: meaningless offline
@@ -192,13 +166,9 @@ def build_backbone(cfg: Any, where: str = "Arch.Backbone", skip_pretrained: bool
 
 
 def build_model(arch_cfg: Dict[str, Any], where: str = "Arch", skip_backbone_pretrained: bool = False) -> RecModel:
-    """Build a RecModel from the ``Arch`` section.
-
-    ``skip_backbone_pretrained``: set by tools that load full weights right after
-    (``Global.pretrained_model`` / ``Global.checkpoints``): the backbone's ``pretrained``
-    is then irrelevant, so ``pretrained: True`` (as in PaddleClas's official infer config)
-    is not an error and a backbone weights file is not read.
-    """
+    """Build a RecModel from the ``Arch`` section. ``skip_backbone_pretrained``: full weights are
+    loaded right after, so the backbone's ``pretrained`` (``True`` in PaddleClas's official infer
+    config) is neither an error nor read."""
     if not isinstance(arch_cfg, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(arch_cfg).__name__}")
     name = arch_cfg.get("name", "RecModel")

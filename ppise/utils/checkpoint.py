@@ -1,48 +1,42 @@
 """Checkpoints in PaddleClas layout, written atomically and checked on load.
 
-``{dir}/{prefix}.pdparams`` (model), ``.pdopt`` (optimizer + lr scheduler) and
-``.pdstates`` (epoch, iteration, cluster memory, RNG, best metric). Each file is written to
-a temporary name, fsynced and renamed; ``.pdstates`` goes last and carries a stamp also
-stored in the other two, so a set torn by a crash is detected instead of silently mixed.
-A resume asked to start from a torn or unreadable set falls back, with a warning, to the
-newest complete set in the same folder (``load_resume_checkpoint``): a crash during a
-checkpoint write costs at most the epoch being saved.
+``{dir}/{prefix}.pdparams`` (model), ``.pdopt`` (optimizer + lr scheduler), ``.pdstates``
+(epoch, iteration, cluster memory, RNG, best metric). ``.pdstates`` is renamed into place
+last and carries a stamp (and the model file's CRC) that tells a set torn by a crash; a resume
+from a torn set falls back to the newest complete one, so a crash costs at most one epoch.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import uuid
 import zlib
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
+import paddle
+
 from ..errors import ConfigError, TrainingError
-from .fileio import fsync_dir
+from .fileio import atomic_path
 
 SUFFIXES = (".pdparams", ".pdopt", ".pdstates")
 _STAMP = "@ppise_stamp"
 
 
-def _write_tmp(obj: Any, path: str) -> str:
-    """Save ``obj`` next to ``path`` under a temporary name and fsync it."""
-    import paddle
-
-    tmp = f"{path}.tmp{os.getpid()}"
+def _save(obj: Any, tmp: str, path: str) -> None:
+    """``paddle.save`` and fsync, so that every file of a set is on disk before the first rename."""
     try:
         paddle.save(obj, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
     except (OSError, RuntimeError) as err:
-        _remove(tmp)
         raise TrainingError(f"cannot write checkpoint file {path}: {err}; earlier checkpoints are untouched") from err
-    return tmp
 
 
 def _loadable(obj: Any) -> Any:
     """Make ``paddle.load`` able to read the object back: it rebuilds every numpy array as a
     tensor and has no uint32 (numpy's RNG key), so such arrays are stored as int64."""
-    import numpy as np
-
     if isinstance(obj, np.ndarray) and obj.dtype == np.uint32:
         return obj.astype(np.int64)
     if isinstance(obj, dict):
@@ -50,13 +44,6 @@ def _loadable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_loadable(v) for v in obj)
     return obj
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def file_crc(path: str) -> int:
@@ -74,7 +61,8 @@ def remove_stale_tmp(directory: str, prefix: str = "*") -> List[str]:
     for suffix in SUFFIXES:
         for path in glob.glob(os.path.join(glob.escape(directory), f"{prefix}{suffix}.tmp*")):
             if not path.endswith(mine):
-                _remove(path)
+                with contextlib.suppress(OSError):
+                    os.remove(path)
                 removed.append(path)
     return removed
 
@@ -94,41 +82,31 @@ def save_checkpoint(
     remove_stale_tmp(directory, glob.escape(prefix))
     base = os.path.join(directory, prefix)
     stamp = uuid.uuid4().hex
-    written = []  # (tmp, final); renamed only once every file is safely on disk
+    suffixes = SUFFIXES if opt_state is not None else (".pdparams", ".pdstates")
     try:
-        written.append((_write_tmp(dict(model_state), base + ".pdparams"), base + ".pdparams"))
-        if opt_state is not None:
-            opt = dict(opt_state)
-            opt[_STAMP] = stamp
-            written.append((_write_tmp(opt, base + ".pdopt"), base + ".pdopt"))
-        st = _loadable(dict(states or {}))
-        st.update({_STAMP: stamp, "has_opt": opt_state is not None, "params_crc": file_crc(written[0][0])})
-        written.append((_write_tmp(st, base + ".pdstates"), base + ".pdstates"))
-    except BaseException:
-        for tmp, _ in written:
-            _remove(tmp)
-        raise
-    try:
-        for tmp, final in written:  # .pdstates last: it commits the set
-            os.replace(tmp, final)
-    except OSError as err:
+        with contextlib.ExitStack() as stack:  # renames in reverse: .pdstates (the commit) last
+            tmp = {s: stack.enter_context(atomic_path(base + s, f"{base}{s}.tmp{os.getpid()}"))
+                   for s in reversed(suffixes)}
+            _save(dict(model_state), tmp[".pdparams"], base + ".pdparams")
+            if opt_state is not None:
+                _save({**opt_state, _STAMP: stamp}, tmp[".pdopt"], base + ".pdopt")
+            st = _loadable(dict(states or {}))
+            st.update({_STAMP: stamp, "has_opt": opt_state is not None,
+                       "params_crc": file_crc(tmp[".pdparams"])})
+            _save(st, tmp[".pdstates"], base + ".pdstates")
+    except OSError as err:  # not a write (_save raised TrainingError for those): a rename
         raise TrainingError(f"cannot commit checkpoint {base}: {err}; it may be incomplete, the other checkpoints "
                             f"in {directory} are untouched") from err
-    fsync_dir(directory)
     return base
 
 
 def strip_suffix(path: str) -> str:
-    for suffix in SUFFIXES:
-        if path.endswith(suffix):
-            return path[: -len(suffix)]
-    return path
+    base, ext = os.path.splitext(path)
+    return base if ext in SUFFIXES else path
 
 
 def load_checkpoint(path: str, key: str = "Global.checkpoints") -> Tuple[Dict[str, Any], Optional[Dict[str, Any]], Dict[str, Any]]:
     """Load (model_state, opt_state, states) from a prefix; a torn or missing set is a clear error."""
-    import paddle
-
     base = strip_suffix(path)
     if not os.path.isfile(base + ".pdparams"):
         raise ConfigError(f"{key}: checkpoint file {base}.pdparams not found (give the prefix, e.g. output/RecModel/latest)")
@@ -154,8 +132,6 @@ def load_checkpoint(path: str, key: str = "Global.checkpoints") -> Tuple[Dict[st
 
 def _epoch_of(base: str) -> Tuple[int, int]:
     """(epoch, global_iter) recorded in a set's .pdstates; (-1, -1) when it cannot be read."""
-    import paddle
-
     try:
         states = paddle.load(base + ".pdstates", return_numpy=True)
         return int(states.get("epoch", -1)), int(states.get("global_iter", -1))
@@ -178,9 +154,7 @@ def load_resume_checkpoint(path: str, key: str = "Global.checkpoints", warn: Opt
                            ) -> Tuple[str, Tuple[Dict[str, Any], Optional[Dict[str, Any]], Dict[str, Any]]]:
     """Load ``path`` to resume; if that set is torn or unreadable (a crash while saving), fall back
     to the newest complete set in the same folder and warn. Returns (prefix used, loaded state).
-
-    A path with no checkpoint file at all is a user error (typo) and raises, no guessing.
-    """
+    A path with no checkpoint file at all is a user error (typo) and raises, no guessing."""
     base = strip_suffix(path)
     directory = os.path.dirname(base) or "."
     remove_stale_tmp(directory)  # left by a process killed while saving; nobody saves before training starts

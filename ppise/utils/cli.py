@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import sys
+import traceback
 from typing import Callable, List, Optional
 
 from ..errors import PpiseError
-
+from .logger import log_to_file
 
 _DISK_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 
@@ -20,16 +22,8 @@ def config_parser(description: str) -> argparse.ArgumentParser:
 
 
 def run_tool(main: Callable[[Optional[List[str]]], int]) -> None:
-    """Run ``main``; a user-caused error prints one clear line (no traceback) and exits 2.
-
-    Whatever ends the run is also the last entry of ``train.log`` (when one is open): the
-    message, or the traceback of an unexpected error.
-    """
-    import logging
-    import traceback
-
-    from .logger import log_to_file
-
+    """Run ``main``; a user-caused error prints one clear line (no traceback) and exits 2. What
+    ends the run (that message, or an unexpected error's traceback) also ends ``train.log``."""
     def end(message: str, code: int) -> None:
         print(f"ppise: {message}", file=sys.stderr)
         log_to_file(logging.ERROR, f"run ended: {message}")

@@ -1,35 +1,17 @@
 """Device selection from ``Global.device`` and the CPU thread count that measured fastest.
 
-Devices: ``cpu``, ``gpu`` (the launcher's GPU for this process, else GPU 0), ``gpu:N``
-(GPU N of the ones this process sees), and ``xpu`` / ``xpu:N`` / ``npu`` / ``npu:N`` where the
-installed Paddle build (or a custom-device plugin) provides them. As in PaddleClas, which
-GPUs a run may use is chosen outside the config: ``CUDA_VISIBLE_DEVICES=2,3`` or
-``python -m paddle.distributed.launch --gpus 2,3``; with the launcher, every process takes
-its own GPU and ``gpu:N`` is refused (it would put all processes on one GPU). The GPU, XPU
-and NPU paths are coded but untested here (the development machines have no accelerator).
-
-CPU threads (``Global.cpu_threads``; null = automatic). ``benchmarks/bench_train_step.py``
-timed a training step with 1 and 2 intra-op threads on the 2-core development machine:
-ResNet-50 256x128 (~4 GMAC per image) is 1.6x faster with 2 threads on an idle machine,
-while the demo ResNetMini (~0.004 GMAC per image) is faster with 1 (threads cost more to
-synchronise than its small convolutions gain), and both lose badly from 2 threads when
-other jobs already use the cores (ResNet-50: 61.8 s vs 27.6 s). So the automatic choice is
-made once the model exists (``tune_cpu_threads``, called by the model builder): it counts
-the model's multiply-adds for one image and gives models of at least
-``PARALLEL_MIN_GMAC`` the process's share of the cores that are idle (load average at
-start-up), others one thread; the log states the choice and why.
-oneDNN is on: it costs training little or nothing and makes eval-mode feature extraction
-(clustering, evaluation) much faster: the deploy and parity tests, which are mostly
-extraction, took 2.7x longer with it off. Override with ``Global.use_mkldnn``.
-Feature extraction (eval mode, no gradients) always uses the process's share of the cores
-(``--phase extract`` of bench_cpu_settings.py: ResNet-50, batch 32, 8.4 s with 1 thread,
-5.7 s with 2). More throughput on a multi-core CPU comes from more processes: data loader
-workers and ``paddle.distributed.launch --nproc_per_node N``. The clustering kNN uses all cores.
+``gpu`` is the launcher's GPU for this process (else GPU 0), ``gpu:N`` GPU N of those this
+process sees (refused under the launcher: every process would share it); which GPUs a run may
+use is chosen outside the config, as in PaddleClas (``CUDA_VISIBLE_DEVICES``, ``--gpus``).
+The GPU, XPU and NPU paths are untested here (no accelerator on the development machines).
+On CPU a training step gets one thread unless the model is big enough to gain from more
+(``tune_cpu_threads``), eval-mode extraction the process's share of the cores, oneDNN is on;
+the README's "CPU threads" table holds the measurements behind these choices.
 """
 from __future__ import annotations
 
-import os
 import contextlib
+import os
 import re
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
@@ -43,14 +25,7 @@ _DEVICE_RE = re.compile(r"^(cpu|gpu|xpu|npu)(?::(\d+))?$")
 _state = {"cpu": False, "threads": DEFAULT_CPU_THREADS, "auto": False}  # what setup_device chose
 
 
-class _DeviceChoices(tuple):
-    """``Global.device`` values for config validation: ``x in DEVICE_CHOICES`` accepts ``gpu:3``."""
-
-    def __contains__(self, value: object) -> bool:
-        return isinstance(value, str) and parse_device(value, strict=False) is not None
-
-
-DEVICE_CHOICES = _DeviceChoices(("cpu", "gpu", "gpu:N", "xpu", "xpu:N", "npu", "npu:N"))
+DEVICE_CHOICES = ("cpu", "gpu", "gpu:N", "xpu", "xpu:N", "npu", "npu:N")
 
 
 def parse_device(text: str, strict: bool = True) -> Optional[Tuple[str, Optional[int]]]:
@@ -75,47 +50,36 @@ def cpu_threads(glob: Dict[str, Any]) -> int:
 
 
 def prepare_env(glob: Dict[str, Any]) -> None:
-    """Set thread-pool environment variables; call before paddle is imported.
-
-    The automatic choice starts at one thread (data loader workers inherit this); the
-    intra-op pool grows at run time when ``tune_cpu_threads`` decides so.
-    """
+    """Set thread-pool environment variables (inherited by data loader workers); call before
+    paddle is imported. The intra-op pool may grow later (``tune_cpu_threads``)."""
     if parse_device(glob.get("device", "cpu"))[0] == "cpu":
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(cpu_threads(glob))
 
 
 def _set_threads(threads: int) -> None:
-    try:
+    with contextlib.suppress(Exception):  # optional API across paddle versions
         from paddle.base import core
 
         core.set_num_threads(threads)
-    except Exception:  # noqa: BLE001 - optional API across paddle versions
-        pass
-    try:
+    with contextlib.suppress(Exception):
         import faiss
 
         faiss.omp_set_num_threads(cpu_count())  # the kNN search is one big matmul: use every core
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def _accelerator_place(kind: str, index: Optional[int]) -> str:
     """Untested here (no accelerator on the development machines)."""
-    launched = _local_processes() > 1
-    if index is not None and launched:
+    if index is not None and _local_processes() > 1:
         raise ConfigError(
-            f"Global.device={kind}:{index} in a {_local_processes()}-process launch would put every process on "
-            f"{kind} {index}: use Global.device={kind} and choose devices with "
-            f"'python -m paddle.distributed.launch --gpus ...' (or CUDA_VISIBLE_DEVICES)"
-        )
+            f"Global.device={kind}:{index} in a {_local_processes()}-process launch would put "
+            f"every process on {kind} {index}: use Global.device={kind} and choose devices with "
+            f"'python -m paddle.distributed.launch --gpus ...' (or CUDA_VISIBLE_DEVICES)")
     import paddle
 
     if kind == "gpu" and not paddle.device.is_compiled_with_cuda():
-        raise ConfigError(
-            "Global.device is 'gpu' but this paddle build has no CUDA: install paddlepaddle-gpu "
-            "(see README, 'GPU') or run with -o Global.device=cpu"
-        )
+        raise ConfigError("Global.device is 'gpu' but this paddle build has no CUDA: install "
+                          "paddlepaddle-gpu (see README, 'GPU') or run with -o Global.device=cpu")
     if kind == "xpu" and not paddle.device.is_compiled_with_xpu():
         raise ConfigError("Global.device is 'xpu' but this paddle build has no XPU support (paddlepaddle-xpu)")
     if kind == "npu" and "npu" not in paddle.device.get_all_custom_device_type():
@@ -156,28 +120,20 @@ def setup_device(glob: Dict[str, Any]) -> str:
 
 
 def model_gmac(model, image_shape: Sequence[int]) -> float:
-    """Multiply-adds (GMAC) of one eval-mode forward pass of one image (convolutions and linears).
-
-    Eval mode and no gradients: batch-norm statistics and parameters are left untouched.
-    """
+    """Multiply-adds (GMAC) of one forward pass of one image (convolutions and linears), in
+    eval mode without gradients so that batch-norm statistics are left untouched."""
     import numpy as np
     import paddle
 
     macs = [0]
 
-    def conv_hook(layer, inputs, output):
-        kh, kw = layer.weight.shape[2:]
-        macs[0] += int(np.prod(output.shape)) * (layer.weight.shape[1]) * kh * kw
+    def count(layer, inputs, output):  # weights: conv [out, in, kh, kw], linear [in, out]
+        shape = layer.weight.shape
+        fan_in = shape[1:] if isinstance(layer, paddle.nn.Conv2D) else shape[:1]
+        macs[0] += int(np.prod(output.shape)) * int(np.prod(fan_in))
 
-    def linear_hook(layer, inputs, output):
-        macs[0] += int(np.prod(output.shape)) * layer.weight.shape[0]
-
-    hooks = []
-    for sub in model.sublayers(include_self=True):
-        if isinstance(sub, paddle.nn.Conv2D):
-            hooks.append(sub.register_forward_post_hook(conv_hook))
-        elif isinstance(sub, paddle.nn.Linear):
-            hooks.append(sub.register_forward_post_hook(linear_hook))
+    hooks = [sub.register_forward_post_hook(count) for sub in model.sublayers(include_self=True)
+             if isinstance(sub, (paddle.nn.Conv2D, paddle.nn.Linear))]
     was_training = model.training
     model.eval()
     try:
@@ -227,12 +183,8 @@ def _local_processes() -> int:
 
 @contextlib.contextmanager
 def extraction_threads() -> Iterator[None]:
-    """Inside: this process's share of the cores as intra-op threads, for eval-mode extraction.
-
-    A training step is fastest with one thread, but a no-grad forward pass is not (see the
-    module docstring). Outside a CPU run set up by ``setup_device`` (GPU, or a library
-    call), nothing changes.
-    """
+    """Inside: this process's share of the cores as intra-op threads, for eval-mode extraction
+    (faster with them, unlike a small training step); only in a CPU run ``setup_device`` made."""
     threads = max(1, cpu_count() // _local_processes())
     if not _state["cpu"] or threads == _state["threads"]:
         yield

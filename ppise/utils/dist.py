@@ -6,7 +6,6 @@ import os
 from typing import Any, List
 
 
-
 def world_size() -> int:
     return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
 
@@ -57,14 +56,9 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 
 def all_gather_with_grad(tensor):
-    """Concatenate ``tensor`` from every rank along axis 0 (rank order), differentiably.
-
-    Every rank must pass the same shape. Backward sums each rank's gradient for the gathered
-    tensor over ranks and hands every rank the rows it contributed, so a rank's input receives
-    the gradient of the sum of all ranks' losses; with ``paddle.DataParallel`` averaging the
-    parameter gradients this is the gradient of the mean loss over ranks. In a single process
-    it returns ``tensor`` itself.
-    """
+    """Concatenate ``tensor`` (same shape on every rank) from every rank along axis 0, in rank
+    order, differentiably: each rank's rows receive the gradient of the sum of all ranks' losses
+    (the mean loss once ``paddle.DataParallel`` averages parameter gradients)."""
     if world_size() == 1:
         return tensor
     return _gather_layer().apply(tensor)

@@ -20,12 +20,15 @@ def fsync_dir(directory: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """A temporary name next to ``path`` for writers that want a file name (``paddle.save``,
-    ``faiss.write_index``): fsynced and renamed onto ``path`` on a clean exit, removed on an error."""
+def atomic_path(path: str, tmp: Optional[str] = None) -> Iterator[str]:
+    """A temporary name next to ``path`` (``tmp``, else a fresh one) for writers that want a file
+    name (``paddle.save``, ``faiss.write_index``): fsynced and renamed onto ``path`` on a clean
+    exit, removed on an error."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
+    if tmp is None:
+        name = os.path.basename(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        os.close(fd)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -40,11 +43,8 @@ def atomic_path(path: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = "w", encoding: Optional[str] = None) -> Iterator[Any]:
-    """Open a temporary file next to ``path``; on a clean exit flush, fsync and ``os.replace`` it.
-
-    Readers see the old file or the complete new one, never a torn one. On an error the
-    temporary file is removed and ``path`` is left as it was. ``mode`` is "w" or "wb".
-    """
+    """``open(path, mode)`` ("w" or "wb") through :func:`atomic_path`: readers see the old file or
+    the complete new one, never a torn one; on an error ``path`` is left as it was."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
     with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding) as f:
@@ -60,11 +60,8 @@ def atomic_save(obj: Any, path: str) -> None:
 
 
 def ensure_writable_dir(path: str, what: str) -> str:
-    """Create ``path`` if needed and prove a file can be written there; returns ``path``.
-
-    Raises ``TrainingError`` naming ``what`` (e.g. "Global.output_dir") and the path, so a
-    read-only or full disk is reported before any work instead of at the first save.
-    """
+    """Create ``path`` if needed and prove a file can be written there, so that a read-only or
+    full disk is a ``TrainingError`` naming ``what`` (e.g. "Global.output_dir") before any work."""
     try:
         os.makedirs(path, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write_test", dir=path)

@@ -6,24 +6,23 @@ import os
 import sys
 from typing import Optional
 
+from .dist import rank
+
 _LOGGER_NAME = "ppise"
-
-
-def _rank() -> int:
-    return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
 
 
 def get_logger(log_file: Optional[str] = None) -> logging.Logger:
     """Return the package logger; only rank 0 prints INFO (other ranks print warnings)."""
     logger = logging.getLogger(_LOGGER_NAME)
     if not getattr(logger, "_ppise_ready", False):
-        logger.setLevel(logging.INFO if _rank() == 0 else logging.WARNING)
+        logger.setLevel(logging.INFO if rank() == 0 else logging.WARNING)
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("[%(asctime)s] ppise %(levelname)s: %(message)s", "%Y/%m/%d %H:%M:%S"))
         logger.addHandler(handler)
         logger.propagate = False
         logger._ppise_ready = True  # type: ignore[attr-defined]
-    if log_file and _rank() == 0 and not any(getattr(h, "baseFilename", None) == os.path.abspath(log_file) for h in logger.handlers):
+    opened = {getattr(h, "baseFilename", None) for h in logger.handlers}
+    if log_file and rank() == 0 and os.path.abspath(log_file) not in opened:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         fh = logging.FileHandler(log_file, encoding="utf-8")
         fh.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s: %(message)s", "%Y/%m/%d %H:%M:%S"))

@@ -1,6 +1,7 @@
 """Seeding for reproducible runs (python, numpy, paddle)."""
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any, Dict
 
@@ -33,7 +34,5 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     if "numpy" in state:
         np.random.set_state(tuple(state["numpy"]))
     if "paddle" in state:
-        try:
+        with contextlib.suppress(Exception):  # generator layout differs across devices
             paddle.set_rng_state(state["paddle"])
-        except Exception:  # noqa: BLE001 - generator layout differs across devices
-            pass

@@ -1,12 +1,9 @@
-"""Load ``.pdparams`` weights with one clear report; save state dicts atomically.
-
-PaddleClas convention: a weights path may be given with or without the ``.pdparams``
-suffix. Strict loading names every kind of mismatch (missing, unexpected, shape) in a
-single ConfigError so a user sees at once why a checkpoint does not fit a config.
-"""
+"""Load ``.pdparams`` weights (path with or without the suffix, as in PaddleClas) with one
+report naming every mismatch at once; convert torchvision / PaddleClas ResNet-50 weights."""
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -46,11 +43,9 @@ def load_pretrained(model: nn.Layer, path: str, strict: bool = True, skip_prefix
                     key_prefix: str = "", config_key: str = "Global.pretrained_model") -> Dict[str, Any]:
     """Load ``path`` into ``model``; return ``{path, loaded, missing, unexpected, mismatched}``.
 
-    ``skip_prefixes``: keys (of the file and of the model) starting with these are ignored,
-    e.g. ``("head.",)`` to keep a fresh classifier. ``key_prefix``: use only the file's keys
-    starting with it, stripped (``"backbone."`` loads a full RecModel file into a backbone).
-    Strict: any missing / unexpected / shape-mismatched key is a ConfigError listing them.
-    Non-strict: matching keys load, the rest is logged; a file matching nothing is an error.
+    ``skip_prefixes``: keys (file and model) ignored, e.g. ``("head.",)`` for a fresh classifier;
+    ``key_prefix``: only the file's keys with it, stripped (``"backbone."``: a RecModel file into
+    a backbone). Strict: any mismatch is a ConfigError listing all; else the rest is logged.
     """
     file_path = resolve_weights_path(path, config_key)
     try:
@@ -71,14 +66,11 @@ def load_pretrained(model: nn.Layer, path: str, strict: bool = True, skip_prefix
     mismatched = [(k, _shape(state[k]), _shape(own[k])) for k in own if k in state and _shape(state[k]) != _shape(own[k])]
     report: Dict[str, Any] = {"path": file_path, "missing": missing, "unexpected": unexpected,
                               "mismatched": mismatched}
-    problems = []
-    if missing:
-        problems.append(_listing("missing key(s) (in the model, not in the file)", missing))
-    if unexpected:
-        problems.append(_listing("unexpected key(s) (in the file, not in the model)", unexpected))
-    if mismatched:
-        problems.append(_listing("shape mismatch(es) (file vs model)",
-                                 [f"{k} {list(a)} vs {list(b)}" for k, a, b in mismatched]))
+    shapes = [f"{k} {list(a)} vs {list(b)}" for k, a, b in mismatched]
+    problems = [_listing(title, items) for title, items in [
+        ("missing key(s) (in the model, not in the file)", missing),
+        ("unexpected key(s) (in the file, not in the model)", unexpected),
+        ("shape mismatch(es) (file vs model)", shapes)] if items]
     if strict and problems:
         raise ConfigError(f"weights {file_path!r} (from {config_key}) do not fit the model: " + "; ".join(problems)
                           + ". Check that the config's Arch matches the one the weights were trained with")
@@ -113,38 +105,33 @@ def save_state_dict_atomic(state: Dict[str, Any], path: str) -> None:
 _TV_STAGES = (3, 4, 6, 3)  # torchvision layer1..layer4 bottlenecks of ResNet-50
 _TV_BN = {"weight": "weight", "bias": "bias", "running_mean": "_mean", "running_var": "_variance"}
 _TV_DROPPED = ("fc.weight", "fc.bias")  # the ImageNet classifier: not part of a re-ID backbone
+_TV_BLOCK = re.compile(r"layer([1-4])\.(\d+)\.(?:(conv|bn)([1-3])|downsample\.([01]))")
 
 
 def torchvision_to_ppise_key(key: str) -> Optional[str]:
-    """ppise / PaddleClas ``ResNet50_last_stage_stride1`` key of a torchvision ResNet-50 key.
-
-    ``conv1`` / ``bn1`` -> ``stem.0.conv`` / ``stem.0.bn``; ``layer{s}.{b}.conv{j}`` / ``bn{j}``
-    -> ``blocks.{n}.conv{j-1}.conv`` / ``.bn`` (n counts bottlenecks over stages);
-    ``layer{s}.0.downsample.0`` / ``.1`` -> ``blocks.{n}.short.conv`` / ``.bn``. BN
-    ``running_mean`` / ``running_var`` -> ``_mean`` / ``_variance``. None for keys that are not
-    weights (``num_batches_tracked``) or are dropped on purpose (``fc``); KeyError otherwise.
+    """ppise / PaddleClas ``ResNet50_last_stage_stride1`` key of a torchvision ResNet-50 key:
+    ``conv1``/``bn1`` -> ``stem.0.conv``/``.bn``, ``layer{s}.{b}.conv{j}``/``bn{j}`` ->
+    ``blocks.{n}.conv{j-1}.conv``/``.bn`` (n counts bottlenecks over stages), ``downsample.0``
+    /``.1`` -> ``short.conv``/``.bn``. None for ``num_batches_tracked`` and ``fc``; else KeyError.
     """
-    parts = key.split(".")
-    if key in _TV_DROPPED or parts[-1] == "num_batches_tracked":
+    module, _, leaf = key.rpartition(".")
+    if key in _TV_DROPPED or leaf == "num_batches_tracked":
         return None
-    if parts[0] == "conv1" and parts[1:] == ["weight"]:
-        return "stem.0.conv.weight"
-    if parts[0] == "bn1" and len(parts) == 2 and parts[1] in _TV_BN:
-        return f"stem.0.bn.{_TV_BN[parts[1]]}"
-    if len(parts) >= 4 and parts[0] in ("layer1", "layer2", "layer3", "layer4") and parts[1].isdigit():
-        stage, block = int(parts[0][-1]) - 1, int(parts[1])
-        if block < _TV_STAGES[stage]:
-            n = sum(_TV_STAGES[:stage]) + block
-            rest = parts[2:]
-            if len(rest) == 2 and rest[0] in ("conv1", "conv2", "conv3") and rest[1] == "weight":
-                return f"blocks.{n}.conv{int(rest[0][-1]) - 1}.conv.weight"
-            if len(rest) == 2 and rest[0] in ("bn1", "bn2", "bn3") and rest[1] in _TV_BN:
-                return f"blocks.{n}.conv{int(rest[0][-1]) - 1}.bn.{_TV_BN[rest[1]]}"
-            if block == 0 and len(rest) == 3 and rest[0] == "downsample":
-                if rest[1] == "0" and rest[2] == "weight":
-                    return f"blocks.{n}.short.conv.weight"
-                if rest[1] == "1" and rest[2] in _TV_BN:
-                    return f"blocks.{n}.short.bn.{_TV_BN[rest[2]]}"
+    m = _TV_BLOCK.fullmatch(module)
+    if module in ("conv1", "bn1"):
+        new, kind = "stem.0", module[:-1]
+    elif m and int(m[2]) < _TV_STAGES[int(m[1]) - 1] and (m[5] is None or int(m[2]) == 0):
+        n = sum(_TV_STAGES[:int(m[1]) - 1]) + int(m[2])
+        if m[5] is None:  # conv{j} / bn{j}
+            new, kind = f"blocks.{n}.conv{int(m[4]) - 1}", m[3]
+        else:  # downsample.0 (conv) / .1 (bn)
+            new, kind = f"blocks.{n}.short", ("conv", "bn")[int(m[5])]
+    else:
+        raise KeyError(key)
+    if kind == "conv" and leaf == "weight":
+        return f"{new}.conv.weight"
+    if kind == "bn" and leaf in _TV_BN:
+        return f"{new}.bn.{_TV_BN[leaf]}"
     raise KeyError(key)
 
 
@@ -187,11 +174,9 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
 
 
 def convert_resnet50(state: Dict[str, np.ndarray], source: str = "weights") -> Tuple[Dict[str, np.ndarray], str]:
-    """A ``ResNet50_last_stage_stride1`` backbone state dict (without ``fc``) from torchvision or
-    PaddleClas ResNet-50 weights; returns ``(state, layout)`` with layout ``torchvision`` or
-    ``paddleclas``. Strict: every key of ``state`` is used (or is ``fc`` / ``num_batches_tracked``),
-    every backbone tensor is produced with its exact shape; otherwise one ConfigError lists all.
-    """
+    """``(state, layout)``: a ``ResNet50_last_stage_stride1`` backbone state dict (no ``fc``) from
+    ``torchvision`` or ``paddleclas`` ResNet-50 weights. Strict: every key used and every tensor
+    produced with its exact shape, else one ConfigError lists all problems."""
     from ppise.arch.backbone.resnet_stride1 import ResNet50_last_stage_stride1
 
     target = {k: _shape(v) for k, v in ResNet50_last_stage_stride1().state_dict().items() if not k.startswith("fc.")}
@@ -213,15 +198,11 @@ def convert_resnet50(state: Dict[str, np.ndarray], source: str = "weights") -> T
         raise ConfigError(f"{source}: not a ResNet-50 state dict of torchvision (conv1.weight, layer1.0.conv1.weight, "
                           f"...) or PaddleClas (stem.0.conv.weight, blocks.0.conv0.conv.weight, ...); its first keys "
                           f"are {sorted(state)[:5]}")
-    problems = []
-    if unknown:
-        problems.append(_listing(f"key(s) of the {layout} file that a ResNet-50 does not have", sorted(unknown)))
-    missing = [k for k in target if k not in mapped]
-    if missing:
-        problems.append(_listing("backbone tensor(s) the file does not provide", missing))
     bad = [f"{k} {list(_shape(mapped[k]))} vs {list(s)}" for k, s in target.items() if k in mapped and _shape(mapped[k]) != s]
-    if bad:
-        problems.append(_listing("shape mismatch(es) (file vs ResNet-50)", bad))
+    problems = [_listing(title, items) for title, items in [
+        (f"key(s) of the {layout} file that a ResNet-50 does not have", sorted(unknown)),
+        ("backbone tensor(s) the file does not provide", [k for k in target if k not in mapped]),
+        ("shape mismatch(es) (file vs ResNet-50)", bad)] if items]
     if problems:
         raise ConfigError(f"{source} is not a ResNet-50 ({layout} layout): " + "; ".join(problems))
     return {k: mapped[k].astype(np.float32) for k in target}, layout

@@ -1,9 +1,6 @@
-"""Fallback: any backbone of PaddleClas's model zoo, by its PaddleClas name.
-
-ppise's own registry is searched first; a name it lacks is looked up as an attribute of
-``paddleclas.ppcls.arch.backbone`` (``ResNet18``, ``PPLCNet_x0_25``, ``MobileNetV3_small_x0_35``,
-...). paddleclas is imported only here and only when such a name is asked for, so the
-rest of ppise never pays for (or depends on) importing it.
+"""Fallback: any backbone of PaddleClas's model zoo (``ResNet18``, ``PPLCNet_x0_25``, ...) by the
+name ppise's registry lacks. paddleclas is imported only here and only when such a name is
+asked for, so the rest of ppise never pays for (or depends on) importing it.
 """
 from __future__ import annotations
 
@@ -25,9 +22,7 @@ def _zoo_module() -> Optional[Any]:
 
 
 def _is_builder(obj: Any) -> bool:
-    if inspect.isclass(obj):
-        return issubclass(obj, nn.Layer)
-    return inspect.isfunction(obj)
+    return issubclass(obj, nn.Layer) if inspect.isclass(obj) else inspect.isfunction(obj)
 
 
 def find_paddleclas_backbone(name: str) -> Optional[Callable[..., nn.Layer]]:
@@ -39,16 +34,12 @@ def find_paddleclas_backbone(name: str) -> Optional[Callable[..., nn.Layer]]:
     return obj if obj is not None and _is_builder(obj) else None
 
 
-def paddleclas_backbone_names() -> List[str]:
-    """Every public model builder paddleclas's backbone module exports (empty without paddleclas)."""
-    zoo = _zoo_module()
-    if zoo is None:
-        return []
-    return sorted(n for n, obj in vars(zoo).items() if n[:1].isupper() and _is_builder(obj))
-
-
 def close_paddleclas_names(name: str, n: int = 5) -> List[str]:
-    return difflib.get_close_matches(name, paddleclas_backbone_names(), n=n, cutoff=0.6)
+    """The public backbone builders of PaddleClas closest to ``name`` (none without paddleclas)."""
+    zoo = _zoo_module()
+    builders = vars(zoo).items() if zoo is not None else ()
+    names = sorted(k for k, obj in builders if k[:1].isupper() and _is_builder(obj))
+    return difflib.get_close_matches(name, names, n=n, cutoff=0.6)
 
 
 def build_paddleclas_backbone(builder: Callable[..., nn.Layer], name: str, kwargs: dict, where: str) -> nn.Layer:

@@ -1,11 +1,9 @@
 """ResNetMini: a ~1M-parameter residual net that trains in minutes on 2 CPU cores.
 
-Why this shape: plain 3x3 convolutions are what Paddle's CPU kernels run fastest
-(depthwise convs are slower per FLOP there), a stride-2 stem plus max-pool shrinks a
-128x64 crop to 32x16 before any wide layer, and ``last_stride=1`` keeps an 8x4 final
-map (as the stride-1 ResNet-50 does for re-ID) so pooling still sees body parts.
-Top-level children run in order (stem, max_pool, stages, proj, avg_pool, flatten), so
-``BackboneStopLayer: avg_pool`` gives ``[N, C, 1, 1]`` and ``stages``/``proj`` give the map.
+Plain 3x3 convolutions (what Paddle's CPU kernels run fastest), a stride-2 stem plus max-pool
+(128x64 -> 32x16 before any wide layer) and ``last_stride=1`` (an 8x4 final map, as the
+stride-1 ResNet-50 keeps for re-ID). Children run in order, so ``BackboneStopLayer: avg_pool``
+gives ``[N, C, 1, 1]`` and ``stages``/``proj`` give the map.
 """
 from __future__ import annotations
 
@@ -47,15 +45,8 @@ class BasicBlock(nn.Layer):
 
 @BACKBONES.register
 class ResNetMini(nn.Layer):
-    """Small residual backbone for CPU training and tests.
-
-    Args:
-        widths: channels of the 4 stages.
-        depths: basic blocks per stage.
-        stem_channels: channels of the stride-2 3x3 stem.
-        last_stride: stride of stage 4 (1 keeps spatial detail for re-ID).
-        out_channels: if set and different from ``widths[-1]``, a 1x1 conv-BN-ReLU maps to it.
-    """
+    """Small residual backbone for CPU training and tests: ``widths`` / ``depths`` (basic blocks)
+    of the 4 stages; ``out_channels``, if set and not ``widths[-1]``, adds a 1x1 conv-BN-ReLU."""
 
     def __init__(self, widths: Sequence[int] = (32, 64, 128, 256), depths: Sequence[int] = (1, 1, 1, 1),
                  stem_channels: int = 32, last_stride: int = 1, out_channels: Optional[int] = None,

@@ -1,10 +1,8 @@
 """ResNet-50 whose last stage keeps stride 1 (the re-ID standard), key-compatible with PaddleClas.
 
 Sub-layer names mirror PaddleClas's ``ResNet50_last_stage_stride1`` (``stem.0.conv``,
-``blocks.13.conv1.conv``, ``blocks.13.short.conv``, ...), so its state dicts -- including
-the official ``ISE_M_model.pdparams`` -- load strictly. The forward walks the top-level
-sub-layers in order (stem, max_pool, blocks, avg_pool, flatten, fc), which is what a
-``BackboneStopLayer`` relies on: every layer after the named one becomes an identity.
+``blocks.13.short.conv``, ...), so its state dicts (the official ``ISE_M_model.pdparams``
+too) load strictly; the forward walks the children in order, as ``BackboneStopLayer`` needs.
 """
 from __future__ import annotations
 
@@ -59,11 +57,8 @@ class Bottleneck(nn.Layer):
 
 
 class ResNetLastStride(nn.Layer):
-    """Bottleneck ResNet (PaddleClas "vb") with a configurable last-stage stride.
-
-    Output without a stop layer: ``fc`` logits ``[N, class_num]``; with
-    ``BackboneStopLayer: avg_pool``: pooled features ``[N, 2048, 1, 1]`` (BNNeck flattens).
-    """
+    """Bottleneck ResNet (PaddleClas "vb") with a configurable last-stage stride: ``fc`` logits
+    ``[N, class_num]``, or ``[N, 2048, 1, 1]`` with ``BackboneStopLayer: avg_pool``."""
 
     def __init__(self, depth: int = 50, last_stride: int = 1, class_num: int = 1000,
                  lr_mult_list: Sequence[float] = (1.0, 1.0, 1.0, 1.0, 1.0), input_image_channel: int = 3) -> None:
@@ -94,7 +89,6 @@ class ResNetLastStride(nn.Layer):
         self.out_channels = in_ch
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        # iterate the named children so a stop layer (identities after it) is honoured
         for layer in self.children():
             x = layer(x)
         return x

@@ -1,9 +1,8 @@
 """Generalised-mean (GeM) pooling neck: ``(mean_hw clip(x, eps)^p)^(1/p)``, flattened.
 
-p = 1 is average pooling and p -> inf approaches max pooling; a learnable p lets the net
-choose (Radenovic et al. 2018). Use it with ``BackboneStopLayer`` set to the last conv
-stage (``blocks`` for ResNet-50, ``stages``/``proj`` for ResNetMini) so it sees the map.
-An optional BatchNorm1D (``num_features``) makes it a GeM + BNNeck in one neck.
+p = 1 is average pooling, p -> inf max pooling; a learnable p lets the net choose (Radenovic
+et al. 2018). It needs the map: ``BackboneStopLayer`` at the last conv stage (``blocks`` for
+ResNet-50, ``stages``/``proj`` for ResNetMini). ``num_features`` adds a BNNeck's BatchNorm1D.
 """
 from __future__ import annotations
 
