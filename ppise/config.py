@@ -27,7 +27,7 @@ SECTIONS = ("Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Clus
 # registered classes they name (``check_components``).
 Schema = Dict[str, tuple]
 _NONE = type(None)
-_AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
 GLOBAL_SCHEMA: Schema = {
     "checkpoints": ((str, _NONE), None),
     "pretrained_model": ((str, _NONE), None),
@@ -35,11 +35,11 @@ GLOBAL_SCHEMA: Schema = {
     "device": ((str,), "cpu", (lambda v: parse_device(v, strict=False) is not None,
                                "one of " + ", ".join(DEVICE_CHOICES))),
     "seed": ((int, _NONE), 0),
-    "epochs": ((int,), 1, _AT_LEAST_1),
-    "save_interval": ((int,), 1, _AT_LEAST_1),
+    "epochs": ((int,), 1, AT_LEAST_1),
+    "save_interval": ((int,), 1, AT_LEAST_1),
     "eval_during_train": ((bool,), True),
-    "eval_interval": ((int,), 1, _AT_LEAST_1),
-    "print_batch_step": ((int,), 10, _AT_LEAST_1),
+    "eval_interval": ((int,), 1, AT_LEAST_1),
+    "print_batch_step": ((int,), 10, AT_LEAST_1),
     "use_visualdl": ((bool,), False),
     "image_shape": ((list,), [3, 256, 128]),
     "save_inference_dir": ((str,), "./inference"),
@@ -61,12 +61,12 @@ GLOBAL_SCHEMA: Schema = {
 PADDLECLAS_GLOBAL_KEYS = ("use_dali", "class_num", "use_multilabel", "update_freq", "retrieval_feature_from",
                           "re_ranking", "use_sync_bn", "start_eval_epoch", "calc_metric_during_train")
 CLUSTER_SCHEMA: Schema = {
-    "k1": ((int,), 30, _AT_LEAST_1),
-    "k2": ((int,), 6, _AT_LEAST_1),
+    "k1": ((int,), 30, AT_LEAST_1),
+    "k2": ((int,), 6, AT_LEAST_1),
     # Jaccard distances lie in [0, 1]: eps >= 1 would put every pair in one neighbourhood
     "eps": ((float,), 0.6, (lambda v: 0 < v < 1, "in (0, 1) (the DBSCAN radius on Jaccard "
                                                  "distances, which lie in [0, 1])")),
-    "min_samples": ((int,), 4, _AT_LEAST_1),
+    "min_samples": ((int,), 4, AT_LEAST_1),
     "knn": ((str,), "exact", ("exact", "ivf")),
     "device": ((str,), "cpu", ("cpu", "gpu")),
     "gemm": ((str,), "auto", ("auto", "numpy", "scipy", "paddle", "torch")),
@@ -80,13 +80,24 @@ _CASELESS = ("Cluster.knn", "Cluster.device")  # the clustering lower-cases them
 AMP_SCHEMA: Schema = {
     "use_amp": ((bool,), True),
     "scale_loss": ((float,), 1.0, (lambda v: v > 0, "> 0")),
-    "use_dynamic_loss_scaling": ((bool,), True),
+    "use_dynamic_loss_scaling": ((bool,), False),
     "level": ((str,), "O1", ("O1", "O2")),
     "dtype": ((str,), "float16", ("float16", "bfloat16")),
     "use_promote": ((bool,), False),
     "use_fp16_test": ((bool,), False),
 }
-SECTION_SCHEMAS = {"Global": GLOBAL_SCHEMA, "Cluster": CLUSTER_SCHEMA, "AMP": AMP_SCHEMA}
+# tools/infer.py's section (PaddleClas's Infer); checked only when present, like AMP.
+INFER_SCHEMA: Schema = {
+    "infer_imgs": ((str, _NONE), None),  # default: Global.infer_imgs
+    "batch_size": ((int,), 32, AT_LEAST_1),
+    "transforms": ((list, _NONE), None),  # default: the query loader's transform_ops
+    "PostProcess": ((dict, _NONE), None),  # {name: Topk, topk, gallery}
+    "gallery": ((str, _NONE), None),
+    "topk": ((int,), 5, AT_LEAST_1),
+    "save_features": ((str, _NONE), None),
+}
+SECTION_SCHEMAS = {"Global": GLOBAL_SCHEMA, "Cluster": CLUSTER_SCHEMA, "AMP": AMP_SCHEMA, "Infer": INFER_SCHEMA}
+_OPTIONAL_SECTIONS = ("AMP", "Infer")  # absent: not filled in (an absent AMP section means no AMP)
 
 
 class _Loader(yaml.SafeLoader):
@@ -225,7 +236,8 @@ def apply_override(cfg: Dict[str, Any], text: str, sections: Sequence[str] = SEC
 
 def check_section(node: Dict[str, Any], schema: Schema, section: str, warn=None,
                   tolerated: Sequence[str] = (), strict: bool = True) -> None:
-    """Keys of ``schema`` (name -> (types, default, ...)): check types, fill defaults. Unknown keys
+    """Keys of ``schema`` (name -> (types, default[, check])): check types, fill defaults, check
+    values. Unknown keys
     are errors naming the path, except ``tolerated`` ones (and all of them when not ``strict``),
     which only warn: PaddleClas files carry keys ppise does not use."""
     for key, value in list(node.items()):
@@ -240,6 +252,23 @@ def check_section(node: Dict[str, Any], schema: Schema, section: str, warn=None,
         check_type(value, schema[key][0], f"{section}.{key}")
     for key, spec in schema.items():
         node.setdefault(key, copy.deepcopy(spec[1]))
+        if len(spec) > 2:
+            _check_value(f"{section}.{key}", node[key], spec[2])
+
+
+def check_plain_section(node: Dict[str, Any], section: str, warn=None) -> Dict[str, Any]:
+    """One section of SECTION_SCHEMAS, checked and filled in place (:func:`check_section`)."""
+    tolerated = PADDLECLAS_GLOBAL_KEYS if section == "Global" else ()
+    check_section(node, SECTION_SCHEMAS[section], section, warn, tolerated=tolerated)
+    return node
+
+
+def check_key(section: str, key: str, value: Any) -> None:
+    """One value against its SECTION_SCHEMAS entry, for code called without a config."""
+    spec = SECTION_SCHEMAS[section][key]
+    check_type(value, spec[0], f"{section}.{key}")
+    if len(spec) > 2:
+        _check_value(f"{section}.{key}", value, spec[2])
 
 
 def _check_value(path: str, value: Any, check: tuple) -> None:
@@ -263,16 +292,12 @@ def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
         if cfg[section] is not None and not isinstance(cfg[section], (dict, list)):
             raise ConfigError(f"section {section} must be a mapping, got {cfg[section]!r}")
     for section, schema in SECTION_SCHEMAS.items():
-        if section == "AMP" and cfg.get("AMP") is None:
-            continue  # an absent AMP section means no AMP (PaddleClas)
+        if section in _OPTIONAL_SECTIONS and cfg.get(section) is None:
+            continue
         node = cfg[section] = {} if cfg.get(section) is None else cfg[section]
         if not isinstance(node, dict):
             raise ConfigError(f"section {section} must be a mapping of keys, got {node!r}")
-        tolerated = PADDLECLAS_GLOBAL_KEYS if section == "Global" else ()
-        check_section(node, schema, section, warn, tolerated=tolerated)
-        for key, spec in schema.items():
-            if len(spec) > 2:
-                _check_value(f"{section}.{key}", node[key], spec[2])
+        check_plain_section(node, section, warn)
     shape = cfg["Global"]["image_shape"]
     if len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape):
         raise ConfigError(f"Global.image_shape must be [C, H, W] positive ints, got {shape!r}")

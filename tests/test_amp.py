@@ -41,9 +41,9 @@ def test_paddleclas_amp_section_is_read():
     assert bf16.enabled and not bf16.needs_scaling  # bfloat16 has float32's range: no loss scaling
     with pytest.raises(ConfigError, match="did you mean 'scale_loss'"):
         amp_settings({"AMP": {"scale_los": 2.0}}, device="gpu")
-    with pytest.raises(ConfigError, match="O1 or O2"):
+    with pytest.raises(ConfigError, match="AMP.level must be one of O1, O2"):
         amp_settings({"AMP": {"level": "O3"}}, device="gpu")
-    with pytest.raises(ConfigError, match="float16 or bfloat16"):
+    with pytest.raises(ConfigError, match="AMP.dtype must be one of float16, bfloat16"):
         amp_settings({"AMP": {"dtype": "int8"}}, device="gpu")
 
 

@@ -181,8 +181,8 @@ def test_new_section_keys_have_defaults():
     assert cfg["Global"]["device"] == "gpu:1" and cfg["Global"]["to_static"] is False
     assert cfg["Cluster"]["gemm"] == "auto"
     assert "AMP" not in cfg  # no AMP section, no AMP (PaddleClas)
-    amp = get_config(DEMO, ["AMP.level=O1"], warn=lambda m: None)["AMP"]  # present: on, the rest defaulted
-    assert amp == {"use_amp": True, "scale_loss": 1.0, "use_dynamic_loss_scaling": True, "level": "O1", "dtype": "float16",
+    amp = get_config(DEMO, ["AMP.level=O1"], warn=lambda m: None)["AMP"]  # present: on, the rest as PaddleClas
+    assert amp == {"use_amp": True, "scale_loss": 1.0, "use_dynamic_loss_scaling": False, "level": "O1", "dtype": "float16",
                    "use_promote": False, "use_fp16_test": False}
 
 

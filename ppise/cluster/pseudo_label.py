@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.cluster import DBSCAN
 
-from ppise.config import CLUSTER_DEFAULTS
+from ppise.config import CLUSTER_DEFAULTS, check_key
 from ppise.errors import ConfigError
 from ppise.cluster.diagnostics import cluster_diagnostics
 from ppise.cluster.features import check_features
@@ -66,10 +66,8 @@ def pseudo_labels(
     """Cluster features (L2-normalised here) into pseudo identities; ``gemm`` picks the exact
     kNN's matrix-product library (``gemm_backend``)."""
     check_k(k1, k2)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 < float(eps) < 1:
-        raise ConfigError(f"Cluster.eps: expected a number in (0, 1) (Jaccard distances lie in [0, 1]), got {eps!r}")
-    if isinstance(min_samples, bool) or not isinstance(min_samples, (int, np.integer)) or min_samples < 1:
-        raise ConfigError(f"Cluster.min_samples: expected a positive integer, got {min_samples!r}")
+    check_key("Cluster", "eps", float(eps) if isinstance(eps, np.floating) else eps)  # config.CLUSTER_SCHEMA
+    check_key("Cluster", "min_samples", int(min_samples) if isinstance(min_samples, np.integer) else min_samples)
     check_method(knn)
     device = resolve_device(device)
     gemm = check_choice(gemm)

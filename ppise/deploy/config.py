@@ -4,29 +4,31 @@ in the YAML file only a warning (PaddleClas deploy files carry keys ppise does n
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
-from ..config import _suggest, apply_override, check_section, load_yaml
+from ..config import AT_LEAST_1, _suggest, apply_override, check_section, load_yaml
 from ..errors import ConfigError
 
 _NONE = type(None)
-# section -> key -> (allowed types, default)
-SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
+# section -> key -> (allowed types, default[, check]), as ppise.config's schemas
+SCHEMA: Dict[str, Dict[str, tuple]] = {
     "Global": {
         "infer_imgs": ((str, _NONE), None),
         "inference_model_dir": ((str, _NONE), "./inference/ise_demo"),
         "rec_inference_model_dir": ((str, _NONE), None),  # PaddleClas's name, an alias
-        "batch_size": ((int,), 32),
+        "batch_size": ((int,), 32, AT_LEAST_1),
         "use_gpu": ((bool,), False),
-        "gpu_mem": ((int,), 8000),
+        "gpu_mem": ((int,), 8000, AT_LEAST_1),
         "gpu_id": ((int,), 0),
         "enable_mkldnn": ((bool,), True),
-        "cpu_num_threads": ((int,), 2),
+        "cpu_num_threads": ((int,), 2, AT_LEAST_1),
         "use_tensorrt": ((bool,), False),
         "use_fp16": ((bool,), False),
         "ir_optim": ((bool,), True),
         "output_dir": ((str,), "./output/deploy"),
-        "max_bad_image_ratio": ((float, int), 1.0),  # share of unusable images skipped; above it: error
+        # the share of unusable images skipped; above it: error
+        "max_bad_image_ratio": ((float, int), 1.0, (lambda v: 0 <= v <= 1,
+                                                     "in [0, 1] (the share of unusable images skipped)")),
     },
     "RecPreProcess": {
         "transform_ops": ((list, _NONE), None),
@@ -39,31 +41,19 @@ SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
         "image_root": ((str, _NONE), None),
         "data_file": ((str, _NONE), None),
         "delimiter": ((str, _NONE), None),
-        "naming": ((str,), "market"),
-        "index_method": ((str,), "Flat"),
-        "nlist": ((int,), 100),
-        "nprobe": ((int,), 10),
-        "hnsw_m": ((int,), 32),
-        "ef_construction": ((int,), 40),
-        "ef_search": ((int,), 64),
-        "return_k": ((int,), 10),
+        "naming": ((str,), "market", ("market", "none")),
+        "index_method": ((str,), "Flat", ("Flat", "IVF", "HNSW")),
+        "nlist": ((int,), 100, AT_LEAST_1),
+        "nprobe": ((int,), 10, AT_LEAST_1),
+        "hnsw_m": ((int,), 32, AT_LEAST_1),
+        "ef_construction": ((int,), 40, AT_LEAST_1),
+        "ef_search": ((int,), 64, AT_LEAST_1),
+        "return_k": ((int,), 10, AT_LEAST_1),
         "score_thres": ((float, int, _NONE), None),
     },
 }
-CHOICES = {
-    ("IndexProcess", "naming"): ("market", "none"),
-    ("IndexProcess", "index_method"): ("Flat", "IVF", "HNSW"),
-}
-POSITIVE = (("Global", "batch_size"), ("Global", "cpu_num_threads"), ("Global", "gpu_mem"),
-            ("IndexProcess", "nlist"), ("IndexProcess", "nprobe"), ("IndexProcess", "hnsw_m"),
-            ("IndexProcess", "ef_construction"), ("IndexProcess", "ef_search"), ("IndexProcess", "return_k"))
-RANGES = {**{key: (lambda v: v >= 1, ">= 1") for key in POSITIVE},
-          ("Global", "max_bad_image_ratio"): (lambda v: 0 <= v <= 1,
-                                              "in [0, 1] (the share of unusable images skipped)")}
-
-
 def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
-    """Fill defaults, check types and choices (``ppise.config.check_section``); returns the same dict."""
+    """Fill defaults, check types and values (``ppise.config.check_section``); returns the same dict."""
     for section in list(cfg):
         if section not in SCHEMA and warn:
             warn(f"deploy config section '{section}' is not used by ppise{_suggest(section, SCHEMA)}")
@@ -74,12 +64,6 @@ def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
         if not isinstance(node, dict):
             raise ConfigError(f"deploy config section {section} must be a mapping, got {node!r}")
         check_section(node, keys, section, warn, strict=False)
-    for (section, key), options in CHOICES.items():
-        if cfg[section][key] not in options:
-            raise ConfigError(f"{section}.{key} must be one of {', '.join(options)}, got {cfg[section][key]!r}")
-    for (section, key), (test, what) in RANGES.items():
-        if not test(cfg[section][key]):
-            raise ConfigError(f"{section}.{key} must be {what}, got {cfg[section][key]!r}")
     glob = cfg["Global"]
     if glob.get("rec_inference_model_dir"):  # PaddleClas configs name the model dir this way
         glob["inference_model_dir"] = glob["rec_inference_model_dir"]

@@ -20,11 +20,9 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-from ..config import _suggest
+from ..config import check_plain_section
 from ..errors import ConfigError
 from ..utils.logger import logger
-
-AMP_KEYS = ("use_amp", "scale_loss", "use_dynamic_loss_scaling", "use_promote", "use_fp16_test", "level", "dtype")
 
 
 @dataclass(frozen=True)
@@ -50,31 +48,17 @@ def amp_settings(cfg: Dict[str, Any], device: Optional[str] = None) -> AmpSettin
         return AmpSettings()
     if not isinstance(section, dict):
         raise ConfigError(f"section AMP must be a mapping, got {section!r}")
-    for key in section:
-        if key not in AMP_KEYS:
-            raise ConfigError(f"unknown key AMP.{key}{_suggest(key, AMP_KEYS)}; keys: {', '.join(AMP_KEYS)}")
-    for key in ("use_amp", "use_dynamic_loss_scaling", "use_promote", "use_fp16_test"):
-        if not isinstance(section.get(key, False), bool):
-            raise ConfigError(f"AMP.{key} must be true or false, got {section[key]!r}")
-    enabled = section.get("use_amp", True)
-    level, dtype = section.get("level", "O1"), section.get("dtype", "float16")
-    for key, value, allowed in (("level", level, ("O1", "O2")),
-                                ("dtype", dtype, ("float16", "bfloat16"))):
-        if value not in allowed:
-            raise ConfigError(f"AMP.{key} must be {' or '.join(allowed)}, got {value!r}")
+    section = check_plain_section(dict(section), "AMP")  # keys, types, values: config.AMP_SCHEMA
+    enabled, level, dtype = section["use_amp"], section["level"], section["dtype"]
     device = str(device or (cfg.get("Global") or {}).get("device", "cpu"))
-    scale = section.get("scale_loss", 1.0)
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
-        raise ConfigError(f"AMP.scale_loss must be a positive number, got {scale!r}")
     if enabled and device.startswith("cpu"):
         logger.warning(f"AMP ({dtype} {level}) ignored on CPU: Paddle's auto_cast acts on GPU/XPU/custom "
                        f"devices only and has no CPU bfloat16 conv kernel; this run is float32")
         enabled = False
     return AmpSettings(
-        enabled=enabled, level=level, dtype=dtype, scale_loss=float(scale),
-        use_dynamic_loss_scaling=section.get("use_dynamic_loss_scaling", False),
-        use_promote=section.get("use_promote", False),
-        eval=enabled and (section.get("use_fp16_test", False) or level == "O2"),
+        enabled=enabled, level=level, dtype=dtype, scale_loss=float(section["scale_loss"]),
+        use_dynamic_loss_scaling=section["use_dynamic_loss_scaling"], use_promote=section["use_promote"],
+        eval=enabled and (section["use_fp16_test"] or level == "O2"),
     )
 
 

@@ -21,13 +21,12 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..config import _suggest, get
+from ..config import check_plain_section, get
 from ..errors import ConfigError
 from ..utils.fileio import atomic_write
 from ..utils.logger import logger
 from .extract import extract_features
 
-INFER_KEYS = ("infer_imgs", "batch_size", "transforms", "PostProcess", "gallery", "topk", "save_features")
 POSTPROCESS_NAMES = ("Topk",)
 
 
@@ -58,28 +57,20 @@ class ImageBatches:
 
 def infer_settings(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """The checked ``Infer`` section with defaults filled (a copy)."""
-    section = dict(cfg.get("Infer") or {})
-    for key in section:
-        if key not in INFER_KEYS:
-            raise ConfigError(f"unknown key Infer.{key}{_suggest(key, INFER_KEYS)}; keys: {', '.join(INFER_KEYS)}")
-    section.setdefault("infer_imgs", cfg["Global"].get("infer_imgs"))
+    section = check_plain_section(dict(cfg.get("Infer") or {}), "Infer")  # config.INFER_SCHEMA
+    section["infer_imgs"] = section["infer_imgs"] or cfg["Global"].get("infer_imgs")
     if not section["infer_imgs"]:
         raise ConfigError("Infer.infer_imgs is not set: give an image, a folder or a list file "
                           "(-o Infer.infer_imgs=PATH)")
-    batch = section.setdefault("batch_size", 32)
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise ConfigError(f"Infer.batch_size must be a positive int, got {batch!r}")
-    post = section.get("PostProcess") or {}
-    if not isinstance(post, dict):
-        raise ConfigError(f"Infer.PostProcess must be a mapping such as {{name: Topk, topk: 5, gallery: PATH}}, got {post!r}")
+    post = section["PostProcess"] or {}
     if post and post.get("name") not in POSTPROCESS_NAMES:
         raise ConfigError(f"Infer.PostProcess.name must be one of {', '.join(POSTPROCESS_NAMES)} "
                           f"(re-ID retrieval), got {post.get('name')!r}")
-    section["gallery"] = post.get("gallery", section.get("gallery"))
-    section["topk"] = post.get("topk", section.get("topk", 5))
+    section["gallery"] = post.get("gallery", section["gallery"])
+    section["topk"] = post.get("topk", section["topk"])
     if not isinstance(section["topk"], int) or isinstance(section["topk"], bool) or section["topk"] < 1:
         raise ConfigError(f"Infer top-k must be a positive int, got {section['topk']!r}")
-    if section.get("transforms") is None:
+    if section["transforms"] is None:
         section["transforms"] = get(cfg, "DataLoader.Eval.Query.dataset.transform_ops", None)
         if section["transforms"] is None:
             raise ConfigError("Infer.transforms is not set and DataLoader.Eval.Query.dataset.transform_ops is absent")
