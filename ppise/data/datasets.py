@@ -119,12 +119,7 @@ class PersonDataset(Dataset):
         return np.array(img, dtype=np.uint8) if self.backend == "cv2" else img
 
     def __getitem__(self, idx: int) -> Tuple[np.ndarray, np.int64, np.int64, np.int64]:
-        img = np.asarray(self.transform(self.read(idx)))
-        if img.ndim == 2:
-            img = img[:, :, None]
-        if not self.transform.outputs_chw:  # PaddleClas transposes in the dataset, after the ops
-            img = img.transpose((2, 0, 1))
-        img = np.ascontiguousarray(img, dtype=np.float32)
+        img = self.transform.chw(self.read(idx))
         return img, self.labels[idx], self.cameras[idx], np.int64(idx)
 
     def __len__(self) -> int:

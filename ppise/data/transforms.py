@@ -337,6 +337,16 @@ class Compose:
             img = op(img)
         return img
 
+    def chw(self, img: Img) -> np.ndarray:
+        """The ops, then HWC -> CHW float32 unless a ToCHWImage ran (PaddleClas transposes in the
+        dataset): the one form the datasets, tools/infer.py and deploy feed the model."""
+        out = np.asarray(self(img))
+        if out.ndim == 2:
+            out = out[:, :, None]
+        if not self.outputs_chw:
+            out = out.transpose((2, 0, 1))
+        return np.ascontiguousarray(out, dtype=np.float32)
+
     def __repr__(self) -> str:
         return f"Compose({', '.join(type(op).__name__ for op in self.ops)})"
 

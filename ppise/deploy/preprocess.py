@@ -33,16 +33,8 @@ class Preprocessor:
         self.compose = build_transforms(list(ops), where)
         self.where = where
 
-    def one(self, img: np.ndarray) -> np.ndarray:
-        out = np.asarray(self.compose(img))
-        if out.ndim == 2:
-            out = out[:, :, None]
-        if not self.compose.outputs_chw:
-            out = out.transpose((2, 0, 1))
-        return out
-
     def __call__(self, paths: Sequence[str]) -> np.ndarray:
-        arrays = [self.one(read_rgb(p)) for p in paths]  # decoding is per file by nature
+        arrays = [self.compose.chw(read_rgb(p)) for p in paths]  # decoding is per file by nature
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             raise ConfigError(f"{self.where} gives images of different shapes {sorted(shapes)}: "

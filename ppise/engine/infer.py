@@ -31,28 +31,22 @@ POSTPROCESS_NAMES = ("Topk",)
 
 
 class ImageBatches:
-    """A loader over an ``ImageList``: ``(images, pids, cams, idx)`` batches as ``extract_features`` reads them."""
+    """A loader over an ``ImageList``: ``(images, pids, cams, idx)`` batches as ``extract_features``
+    reads them, preprocessed as deploy does (so as the evaluation datasets do)."""
 
-    def __init__(self, images, transform, batch_size: int) -> None:
-        self.images, self.transform, self.batch_size = images, transform, batch_size
+    def __init__(self, images, preprocess, batch_size: int) -> None:
+        self.images, self.preprocess, self.batch_size = images, preprocess, batch_size
 
     def __len__(self) -> int:
         return (len(self.images) + self.batch_size - 1) // self.batch_size
-
-    def _load(self, path: str) -> np.ndarray:
-        from ..deploy.images import read_rgb
-
-        img = np.asarray(self.transform(read_rgb(path)), dtype=np.float32)
-        return img if self.transform.outputs_chw else img.transpose((2, 0, 1))  # as the datasets do
 
     def __iter__(self):
         import paddle
 
         for start in range(0, len(self.images), self.batch_size):
             stop = min(start + self.batch_size, len(self.images))
-            batch = np.stack([self._load(p) for p in self.images.paths[start:stop]])
-            yield (paddle.to_tensor(batch), self.images.pids[start:stop], self.images.cams[start:stop],
-                   np.arange(start, stop))
+            yield (paddle.to_tensor(self.preprocess(self.images.paths[start:stop])),
+                   self.images.pids[start:stop], self.images.cams[start:stop], np.arange(start, stop))
 
 
 def infer_settings(cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -78,8 +72,9 @@ def infer_settings(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def build_infer_transform(ops: Optional[List[Dict[str, Any]]], where: str = "Infer.transforms"):
-    """PaddleClas ops minus ``DecodeImage`` (images are decoded by PIL to RGB, as ppise's datasets do)."""
-    from ..data.transforms import build_transforms
+    """``paths -> [N, C, H, W]``: PaddleClas ops minus ``DecodeImage`` (images are decoded by PIL
+    to RGB, as ppise's datasets do)."""
+    from ..deploy.preprocess import Preprocessor
 
     kept = []
     for i, op in enumerate(ops or []):
@@ -89,7 +84,7 @@ def build_infer_transform(ops: Optional[List[Dict[str, Any]]], where: str = "Inf
                 raise ConfigError(f"{where}[{i}].DecodeImage.to_rgb=False: ppise models are trained on RGB images")
             continue
         kept.append(op)
-    return build_transforms(kept, where)
+    return Preprocessor(kept, where)
 
 
 def top_k(query: np.ndarray, gallery: np.ndarray, k: int):
