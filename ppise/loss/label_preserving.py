@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import paddle
 import paddle.nn as nn
-import paddle.nn.functional as F
 
 from ppise.errors import ConfigError
 from ppise.registry import LOSSES
 from ppise.utils import dist
+from ppise.utils.arrays import l2_normalize
 
 __all__ = ["LabelPreservingLoss"]
 
@@ -59,7 +59,7 @@ class LabelPreservingLoss(nn.Layer):
         if dist.world_size() > 1:
             supports = dist.all_gather_with_grad(supports)
             support_labels = dist.all_gather(support_labels)
-        f = F.normalize(features, p=2, axis=1)
+        f = l2_normalize(features)
         logits = paddle.matmul(f, supports.astype(f.dtype), transpose_y=True) / self.temperature  # [B, N]
 
         same = labels.unsqueeze(1) == support_labels.unsqueeze(0)  # [B, N]

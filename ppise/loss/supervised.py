@@ -23,6 +23,7 @@ import paddle.nn.functional as F
 
 from ppise.errors import ConfigError
 from ppise.registry import LOSSES, OBJECTIVES
+from ppise.utils.arrays import l2_normalize
 
 from .objective import Objective, build_losses
 from .triplet import TripletLossV2
@@ -87,7 +88,7 @@ class SupConLoss(nn.Layer):
         if feats.shape[0] % self.views:
             raise ValueError(f"SupConLoss: batch {feats.shape[0]} is not a multiple of views={self.views}")
         if self.normalize_feature:
-            feats = F.normalize(feats, p=2, axis=-1)
+            feats = l2_normalize(feats)
         num_ids = feats.shape[0] // self.views
         feats = feats.reshape([num_ids, self.views, -1])
         ids = labels.reshape([num_ids, self.views])[:, 0]

@@ -17,6 +17,7 @@ import paddle.nn.functional as F
 
 from ppise.errors import ConfigError
 from ppise.registry import LOSSES
+from ppise.utils.arrays import l2_normalize
 
 __all__ = ["TripletLossV2", "batch_hard_distances"]
 
@@ -68,6 +69,6 @@ class TripletLossV2(nn.Layer):
         if feats.ndim > 2:
             feats = paddle.flatten(feats, start_axis=1)
         if self.normalize_feature:
-            feats = F.normalize(feats, p=2, axis=-1, epsilon=1e-12)
+            feats = l2_normalize(feats)
         dist_ap, dist_an = batch_hard_distances(feats, labels)
         return F.relu(dist_ap - dist_an + self.margin).mean()
