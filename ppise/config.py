@@ -11,11 +11,11 @@ import re
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import yaml
 
 from .errors import ConfigError
-from .registry import PADDLECLAS_COMPONENT_KEYS, check_arguments, check_type, split_spec
-from .registry import close_match as _suggest  # the name the deploy config and the engine import
+from .registry import PADDLECLAS_COMPONENT_KEYS, check_arguments, check_type, close_match, split_spec
 from .utils.device import DEVICE_CHOICES, parse_device
 from .utils.fileio import atomic_write
 
@@ -28,6 +28,13 @@ SECTIONS = ("Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Clus
 Schema = Dict[str, tuple]
 _NONE = type(None)
 AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+
+
+def caseless(*choices: str) -> tuple:
+    """A check accepting ``choices`` in any letter case (the clustering lower-cases them)."""
+    return (lambda v: v.lower() in choices, "one of " + ", ".join(choices))
+
+
 GLOBAL_SCHEMA: Schema = {
     "checkpoints": ((str, _NONE), None),
     "pretrained_model": ((str, _NONE), None),
@@ -67,15 +74,14 @@ CLUSTER_SCHEMA: Schema = {
     "eps": ((float,), 0.6, (lambda v: 0 < v < 1, "in (0, 1) (the DBSCAN radius on Jaccard "
                                                  "distances, which lie in [0, 1])")),
     "min_samples": ((int,), 4, AT_LEAST_1),
-    "knn": ((str,), "exact", ("exact", "ivf")),
-    "device": ((str,), "cpu", ("cpu", "gpu")),
+    "knn": ((str,), "exact", caseless("exact", "ivf")),
+    "device": ((str,), "cpu", caseless("cpu", "gpu")),
     "gemm": ((str,), "auto", ("auto", "numpy", "scipy", "paddle", "torch")),
     "save_labels": ((bool,), False),
     "batch_size": ((int, _NONE), None, (lambda v: v is None or v >= 1, ">= 1")),
     "transform_ops": ((list, _NONE), None),
 }
 CLUSTER_DEFAULTS: Dict[str, Any] = {k: spec[1] for k, spec in CLUSTER_SCHEMA.items()}
-_CASELESS = ("Cluster.knn", "Cluster.device")  # the clustering lower-cases them
 # PaddleClas's AMP section: present means on (unless use_amp: False); checked only when present.
 AMP_SCHEMA: Schema = {
     "use_amp": ((bool,), True),
@@ -202,7 +208,7 @@ def apply_override(cfg: Dict[str, Any], text: str, sections: Sequence[str] = SEC
     parts, value = parse_override(text)
     path = ".".join(parts)
     if parts[0] not in sections:
-        raise ConfigError(f"override {path}: unknown section '{parts[0]}'{_suggest(parts[0], sections)}; sections: {', '.join(sections)}")
+        raise ConfigError(f"override {path}: unknown section '{parts[0]}'{close_match(parts[0], sections)}; sections: {', '.join(sections)}")
     node: Any = cfg
     for depth, part in enumerate(parts[:-1]):
         here = ".".join(parts[: depth + 1])
@@ -213,7 +219,7 @@ def apply_override(cfg: Dict[str, Any], text: str, sections: Sequence[str] = SEC
                 if depth == 0:
                     node[part] = {}
                 else:
-                    raise ConfigError(f"override {path}: key '{here}' does not exist{_suggest(part, node.keys())}")
+                    raise ConfigError(f"override {path}: key '{here}' does not exist{close_match(part, node.keys())}")
             node = node[part]
         else:
             raise ConfigError(f"override {path}: '{here}' holds a {type(node).__name__}, not a section")
@@ -224,7 +230,7 @@ def apply_override(cfg: Dict[str, Any], text: str, sections: Sequence[str] = SEC
         schema = schemas.get(parts[0])
         if schema is not None and len(parts) == 2:
             if last not in schema and last not in node:
-                raise ConfigError(f"override {path}: unknown {parts[0]} key '{last}'{_suggest(last, schema)}; "
+                raise ConfigError(f"override {path}: unknown {parts[0]} key '{last}'{close_match(last, schema)}; "
                                   f"{parts[0]} keys: {', '.join(schema)}")
             types = schema.get(last, ((),))[0]
             if str in types and not isinstance(value, types):
@@ -237,17 +243,16 @@ def apply_override(cfg: Dict[str, Any], text: str, sections: Sequence[str] = SEC
 def check_section(node: Dict[str, Any], schema: Schema, section: str, warn=None,
                   tolerated: Sequence[str] = (), strict: bool = True) -> None:
     """Keys of ``schema`` (name -> (types, default[, check])): check types, fill defaults, check
-    values. Unknown keys
-    are errors naming the path, except ``tolerated`` ones (and all of them when not ``strict``),
-    which only warn: PaddleClas files carry keys ppise does not use."""
+    values. Unknown keys are errors naming the path, except ``tolerated`` ones (and all of them
+    when not ``strict``), which only warn: PaddleClas files carry keys ppise does not use."""
     for key, value in list(node.items()):
         if key not in schema:
             if key not in tolerated and strict:
-                raise ConfigError(f"unknown {section} key '{key}'{_suggest(key, schema)} (at {section}.{key}); "
+                raise ConfigError(f"unknown {section} key '{key}'{close_match(key, schema)} (at {section}.{key}); "
                                   f"{section} keys: {', '.join(schema)}")
             if warn:
                 warn(f"{section}.{key} is a PaddleClas key ppise does not use; ignored" if key in tolerated
-                     else f"{section}.{key} is not used by ppise{_suggest(key, schema)}")
+                     else f"{section}.{key} is not used by ppise{close_match(key, schema)}")
             continue
         check_type(value, schema[key][0], f"{section}.{key}")
     for key, spec in schema.items():
@@ -264,8 +269,10 @@ def check_plain_section(node: Dict[str, Any], section: str, warn=None) -> Dict[s
 
 
 def check_key(section: str, key: str, value: Any) -> None:
-    """One value against its SECTION_SCHEMAS entry, for code called without a config."""
+    """One value against its SECTION_SCHEMAS entry, for code called without a config (numpy
+    scalars count as the Python number they hold)."""
     spec = SECTION_SCHEMAS[section][key]
+    value = value.item() if isinstance(value, np.generic) else value
     check_type(value, spec[0], f"{section}.{key}")
     if len(spec) > 2:
         _check_value(f"{section}.{key}", value, spec[2])
@@ -276,7 +283,7 @@ def _check_value(path: str, value: Any, check: tuple) -> None:
     if callable(check[0]):
         if value != value or not check[0](value):  # nan fails every range
             raise ConfigError(f"{path} must be {check[1]}, got {value!r}")
-    elif (value.lower() if path in _CASELESS else value) not in check:
+    elif value not in check:
         raise ConfigError(f"{path} must be one of {', '.join(check)}, got {value!r}")
 
 
@@ -288,7 +295,7 @@ def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
     """
     for section in cfg:
         if section not in SECTIONS:
-            raise ConfigError(f"unknown config section '{section}'{_suggest(section, SECTIONS)}; sections: {', '.join(SECTIONS)}")
+            raise ConfigError(f"unknown config section '{section}'{close_match(section, SECTIONS)}; sections: {', '.join(SECTIONS)}")
         if cfg[section] is not None and not isinstance(cfg[section], (dict, list)):
             raise ConfigError(f"section {section} must be a mapping, got {cfg[section]!r}")
     for section, schema in SECTION_SCHEMAS.items():
@@ -368,7 +375,7 @@ def check_components(cfg: Dict[str, Any], warn=None, training: bool = False) -> 
     if isinstance(arch_cfg, dict):
         for key in arch_cfg:
             if key not in ARCH_KEYS:
-                raise ConfigError(f"unknown Arch key '{key}'{_suggest(key, ARCH_KEYS)} (at Arch.{key}); Arch keys: {', '.join(ARCH_KEYS)}")
+                raise ConfigError(f"unknown Arch key '{key}'{close_match(key, ARCH_KEYS)} (at Arch.{key}); Arch keys: {', '.join(ARCH_KEYS)}")
         backbone = arch_cfg.get("Backbone")
         if isinstance(backbone, dict) and backbone.get("name") in BACKBONES:  # PaddleClas zoo names take **kwargs
             check(BACKBONES, backbone, "Arch.Backbone", handled=("pretrained", "use_ssld"))
@@ -395,7 +402,7 @@ def check_components(cfg: Dict[str, Any], warn=None, training: bool = False) -> 
             continue
         for key in section:
             if key not in _DATALOADER_PARTS:
-                raise ConfigError(f"unknown key '{key}'{_suggest(key, _DATALOADER_PARTS)} (at {where}.{key}); "
+                raise ConfigError(f"unknown key '{key}'{close_match(key, _DATALOADER_PARTS)} (at {where}.{key}); "
                                   f"{where} holds {', '.join(_DATALOADER_PARTS)}")
         ds = section.get("dataset")
         if isinstance(ds, dict) and "name" in ds:
@@ -407,7 +414,7 @@ def check_components(cfg: Dict[str, Any], warn=None, training: bool = False) -> 
             check(SAMPLERS, sampler, f"{where}.sampler", supplied=("labels", "cameras", "rank", "world_size", "seed", "where"))
         for key in section.get("loader") or {}:
             if key not in _LOADER_KEYS:
-                raise ConfigError(f"unknown key '{key}'{_suggest(key, _LOADER_KEYS)} (at {where}.loader.{key}); "
+                raise ConfigError(f"unknown key '{key}'{close_match(key, _LOADER_KEYS)} (at {where}.loader.{key}); "
                                   f"loader keys: {', '.join(_LOADER_KEYS)}")
     metrics = get(cfg, "Metric.Eval", None)
     for i, entry in enumerate(metrics if isinstance(metrics, list) else []):
@@ -450,6 +457,3 @@ def save(cfg: Dict[str, Any], out_dir: str, name: str = "config.yaml") -> str:
     with atomic_write(dst, encoding="utf-8") as f:
         f.write(dump(cfg))
     return dst
-
-
-component = split_spec  # (name, kwargs) of {name: X, a: 1} or {X: {a: 1}} (PaddleClas list style)

@@ -4,7 +4,8 @@ import os
 import pytest
 import yaml
 
-from ppise.config import apply_override, component, get, get_config, parse_override, validate
+from ppise.config import apply_override, get, get_config, parse_override, validate
+from ppise.registry import split_spec as component
 from ppise.errors import ConfigError
 from ppise.registry import Registry
 

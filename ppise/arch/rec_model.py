@@ -16,7 +16,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ppise.errors import ConfigError
-from ppise.registry import BACKBONES, HEADS, NECKS
+from ppise.registry import BACKBONES, HEADS, NECKS, close_match
 from ppise.utils.logger import logger
 from ppise.utils.weights import load_pretrained, resolve_weights_path
 
@@ -176,8 +176,7 @@ def build_model(arch_cfg: Dict[str, Any], where: str = "Arch", skip_backbone_pre
         raise ConfigError(f"{where}.name: ppise builds 'RecModel' only, got {name!r}")
     for key in arch_cfg:
         if key not in ARCH_KEYS:
-            close = difflib.get_close_matches(str(key), ARCH_KEYS, n=1)
-            logger.warning("%s.%s is not used by ppise%s", where, key, f" (did you mean {close[0]}?)" if close else "")
+            logger.warning(f"{where}.{key} is not used by ppise{close_match(key, ARCH_KEYS)}")
     if "Backbone" not in arch_cfg:
         raise ConfigError(f"{where}.Backbone is required (a mapping with a 'name')")
     backbone = build_backbone(arch_cfg["Backbone"], f"{where}.Backbone", skip_backbone_pretrained)

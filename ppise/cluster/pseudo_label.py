@@ -66,8 +66,8 @@ def pseudo_labels(
     """Cluster features (L2-normalised here) into pseudo identities; ``gemm`` picks the exact
     kNN's matrix-product library (``gemm_backend``)."""
     check_k(k1, k2)
-    check_key("Cluster", "eps", float(eps) if isinstance(eps, np.floating) else eps)  # config.CLUSTER_SCHEMA
-    check_key("Cluster", "min_samples", int(min_samples) if isinstance(min_samples, np.integer) else min_samples)
+    check_key("Cluster", "eps", eps)  # config.CLUSTER_SCHEMA's checks and messages
+    check_key("Cluster", "min_samples", min_samples)
     check_method(knn)
     device = resolve_device(device)
     gemm = check_choice(gemm)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence
 
-from ..config import AT_LEAST_1, _suggest, apply_override, check_section, load_yaml
+from ..config import AT_LEAST_1, apply_override, check_section, load_yaml
+from ..registry import close_match
 from ..errors import ConfigError
 
 _NONE = type(None)
@@ -56,7 +57,7 @@ def validate(cfg: Dict[str, Any], warn=None) -> Dict[str, Any]:
     """Fill defaults, check types and values (``ppise.config.check_section``); returns the same dict."""
     for section in list(cfg):
         if section not in SCHEMA and warn:
-            warn(f"deploy config section '{section}' is not used by ppise{_suggest(section, SCHEMA)}")
+            warn(f"deploy config section '{section}' is not used by ppise{close_match(section, SCHEMA)}")
     for section, keys in SCHEMA.items():
         node = cfg.get(section)
         if node is None:

@@ -25,11 +25,9 @@ _STAMP = "@ppise_stamp"
 
 
 def _save(obj: Any, tmp: str, path: str) -> None:
-    """``paddle.save`` and fsync, so that every file of a set is on disk before the first rename."""
+    """``paddle.save`` to ``tmp`` (``atomic_path`` fsyncs and renames it); a failed write names ``path``."""
     try:
         paddle.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
     except (OSError, RuntimeError) as err:
         raise TrainingError(f"cannot write checkpoint file {path}: {err}; earlier checkpoints are untouched") from err
 
